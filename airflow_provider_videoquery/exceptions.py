@@ -1,0 +1,37 @@
+"""Exceptions a DAG author can catch, each carrying what the gateway said and what to do next."""
+
+from __future__ import annotations
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+
+class VideoQueryError(AirflowException):
+    """Base class for every error this provider raises about the gateway."""
+
+
+class VideoQueryAuthError(VideoQueryError):
+    """The gateway refused the API key (401/403). Permanent: fix the connection's password."""
+
+
+class VideoTaskNotFoundError(VideoQueryError):
+    """The gateway does not know this task id (400 ``task_not_exist`` or 404). Permanent."""
+
+
+class VideoQueryTransientError(VideoQueryError):
+    """Rate limits, 5xx, timeouts or resets that outlasted every retry."""
+
+
+class VideoQueryResponseError(VideoQueryError):
+    """The gateway answered something that is not the JSON it promised."""
+
+
+class VideoQueryRequestError(VideoQueryError):
+    """The gateway rejected the request itself (a 4xx other than auth and unknown task)."""
+
+
+class VideoTaskFailedError(AirflowFailException):
+    """The gateway reports the video task as failed (moderation, rejected prompt): retrying won't help."""
+
+
+class VideoDownloadError(VideoQueryError):
+    """The video could not be stored: expired URL, not a video, too large, or an unsafe redirect."""

@@ -1,0 +1,263 @@
+"""The pure half of the hook: configuration, request building, answer checking and the retry plan.
+
+Nothing here does I/O. The hook drives :func:`exchange` with a sync ``httpx.Client`` on workers and an
+``httpx.AsyncClient`` in the triggerer, so both paths share every decision and neither copies the other.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Generator, Mapping
+from enum import Enum
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from airflow_provider_videoquery.exceptions import (
+    VideoQueryAuthError,
+    VideoQueryRequestError,
+    VideoQueryResponseError,
+    VideoQueryTransientError,
+    VideoTaskNotFoundError,
+)
+
+USER_AGENT = "airflow-provider-videoquery"
+_BODY_PREVIEW = 200
+_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+
+
+class Route(str, Enum):
+    """Which query route a gateway serves a task on."""
+
+    UNIFIED = "unified"
+    VIDU_NATIVE = "vidu-native"
+    OPENAI = "openai"
+
+
+class GatewayConfig(BaseModel):
+    """A ``videoquery`` connection, resolved once: what every request needs to know."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str
+    api_key: SecretStr = Field(repr=False)
+    route: Route = Route.UNIFIED
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    headers: dict[str, str] = Field(default_factory=dict)
+    verify_ssl: bool = True
+    allowed_download_hosts: tuple[str, ...] = ()
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value:
+            raise ValueError("the connection needs a host: the gateway's base URL, e.g. https://yunwu.ai")
+        if "://" not in value:
+            value = f"https://{value}"
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"the gateway's base URL must be http(s), got {value!r}")
+        return value
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
+
+    def auth_headers(self) -> dict[str, str]:
+        return {
+            **self.headers,
+            "Authorization": f"Bearer {self.api_key.get_secret_value()}",
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+
+    def query_url(self, video_task_id: str, route: Route | None = None) -> str:
+        route = route or self.route
+        if route is Route.VIDU_NATIVE:
+            return f"{self.base_url}/vidu-native/video/generations/{quote(video_task_id, safe='')}"
+        if route is Route.OPENAI:
+            return f"{self.base_url}/v1/videos/{quote(video_task_id, safe='')}"
+        return f"{self.base_url}/v1/video/query?id={quote(video_task_id, safe='')}"
+
+    def content_url(self, video_task_id: str, route: Route | None = None) -> str | None:
+        """Where the gateway itself serves the file (OpenAI-style only)."""
+        if (route or self.route) is Route.OPENAI:
+            return f"{self.query_url(video_task_id, Route.OPENAI)}/content"
+        return None
+
+    def create_url(self, route: Route | None = None) -> str:
+        route = route or self.route
+        if route is Route.VIDU_NATIVE:
+            return f"{self.base_url}/vidu-native/video/generations"
+        if route is Route.OPENAI:
+            return f"{self.base_url}/v1/videos"
+        return f"{self.base_url}/v1/video/create"
+
+    @classmethod
+    def from_connection(
+        cls, conn_id: str, host: str | None, password: str | None, extra: Mapping[str, Any]
+    ) -> GatewayConfig:
+        if not password:
+            raise VideoQueryAuthError(
+                f"Connection {conn_id!r} has no API key: put it in the connection's password field."
+            )
+        fields: dict[str, Any] = {"base_url": host or "", "api_key": password}
+        for key in ("route", "connect_timeout", "read_timeout", "verify_ssl"):
+            if extra.get(key) not in (None, ""):
+                fields[key] = extra[key]
+        if extra.get("timeout") not in (None, ""):
+            fields["read_timeout"] = extra["timeout"]
+        fields["headers"] = _json_object(extra.get("extra_headers") or extra.get("headers"))
+        hosts = extra.get("allowed_download_hosts") or ()
+        if isinstance(hosts, str):
+            hosts = [h.strip() for h in hosts.split(",")]
+        fields["allowed_download_hosts"] = tuple(h.lower() for h in hosts if h)
+        try:
+            return cls(**fields)
+        except ValueError as err:
+            raise VideoQueryRequestError(f"Connection {conn_id!r} is not usable: {err}") from None
+
+
+def _json_object(value: Any) -> dict[str, str]:
+    if not value:
+        return {}
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, Mapping):
+        raise VideoQueryRequestError("The connection's extra_headers must be a JSON object.")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+class RetryPolicy(BaseModel):
+    """Capped exponential backoff with full jitter; honours ``Retry-After`` up to the cap."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_attempts: int = 6
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        backoff = min(self.max_delay, self.base_delay * 2**attempt)
+        jittered = random.uniform(backoff / 2, backoff)
+        if retry_after is not None:
+            return min(self.max_delay, max(retry_after, jittered / 2))
+        return jittered
+
+
+# One step of an exchange: a request to send, or seconds to sleep before the next try.
+Action = httpx.Request | float
+Outcome = httpx.Response | httpx.TransportError | None
+
+
+def exchange(
+    request: httpx.Request, policy: RetryPolicy, what: str, idempotent: bool = True
+) -> Generator[Action, Outcome, httpx.Response]:
+    """Send ``request`` until it gets a usable answer; return it or raise a typed error.
+
+    The caller sends each yielded request and passes back the response (body read) or the transport
+    error, and sleeps for each yielded float. ``what`` names the operation in every message. A request
+    that is not ``idempotent`` is retried only when the gateway surely did not act on it.
+    """
+    attempt = 0
+    while True:
+        outcome = yield request
+        problem = _transient_problem(outcome)
+        if problem is None:
+            assert isinstance(outcome, httpx.Response)
+            return _check_status(outcome, what)
+        if not idempotent and not _surely_not_processed(outcome):
+            raise VideoQueryTransientError(
+                f"{what} failed ({problem}) after the gateway may have received it; not retried so "
+                "that no duplicate task is paid for. Check the gateway's task list before retrying."
+            )
+        attempt += 1
+        if attempt >= policy.max_attempts:
+            raise VideoQueryTransientError(
+                f"{what} still failed after {attempt} attempts: {problem}. The gateway looks unwell; "
+                "try again later or raise the retries."
+            )
+        retry_after = _retry_after(outcome) if isinstance(outcome, httpx.Response) else None
+        yield policy.delay(attempt - 1, retry_after)
+
+
+def _transient_problem(outcome: Outcome) -> str | None:
+    if isinstance(outcome, httpx.TransportError):
+        return f"{type(outcome).__name__}: {outcome}" if str(outcome) else type(outcome).__name__
+    if isinstance(outcome, httpx.Response) and outcome.status_code in _RETRYABLE_STATUS:
+        return f"HTTP {outcome.status_code} {_preview(outcome)}".rstrip()
+    return None
+
+
+def _surely_not_processed(outcome: Outcome) -> bool:
+    if isinstance(outcome, httpx.Response):
+        return outcome.status_code in (429, 503)
+    return isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+def _check_status(response: httpx.Response, what: str) -> httpx.Response:
+    code = response.status_code
+    if code < 400:
+        return response
+    said = gateway_message(response)
+    if code in (401, 403):
+        raise VideoQueryAuthError(
+            f"{what}: the gateway refused the API key (HTTP {code}: {said}). "
+            "Check the password of the videoquery connection."
+        )
+    if code == 404 or "task_not_exist" in said:
+        raise VideoTaskNotFoundError(
+            f"{what}: the gateway does not know this task (HTTP {code}: {said}). "
+            "Check the id, the route and that it was created with this gateway and key."
+        )
+    raise VideoQueryRequestError(f"{what}: the gateway rejected the request (HTTP {code}: {said}).")
+
+
+def gateway_message(response: httpx.Response) -> str:
+    """The gateway's own words for an error answer, whatever shape it chose."""
+    try:
+        body = response.json()
+    except ValueError:
+        return _preview(response) or "(empty body)"
+    if isinstance(body, Mapping):
+        error = body.get("error")
+        if isinstance(error, Mapping) and error.get("message"):
+            return str(error["message"])
+        for key in ("message", "error", "code", "detail"):
+            if body.get(key):
+                return str(body[key])
+    return _preview(response)
+
+
+def _preview(response: httpx.Response) -> str:
+    text = response.text.strip().replace("\n", " ")
+    return text[:_BODY_PREVIEW] + ("…" if len(text) > _BODY_PREVIEW else "")
+
+
+def json_body(response: httpx.Response, what: str) -> dict[str, Any]:
+    """The answer as a JSON object, or an error naming the task and showing the body's start."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise VideoQueryResponseError(
+            f"{what}: the gateway answered HTTP {response.status_code} with a body that is not JSON "
+            f"(content-type {response.headers.get('content-type', 'unknown')!r}): {_preview(response)!r}"
+        ) from None
+    if not isinstance(body, dict):
+        raise VideoQueryResponseError(f"{what}: expected a JSON object, got {_preview(response)!r}")
+    return body

@@ -1,0 +1,283 @@
+"""VideoQueryHook: the gateway's create and query calls, sync for workers and async for the triggerer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Generator
+from functools import cached_property
+from typing import Any, TypeVar
+
+import httpx
+from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
+from airflow.providers.common.compat.sdk import BaseHook
+from httpx_aiohttp import AiohttpTransport
+
+from airflow_provider_videoquery.exceptions import VideoQueryResponseError, VideoTaskNotFoundError
+from airflow_provider_videoquery.hooks._http import (
+    Action,
+    GatewayConfig,
+    Outcome,
+    RetryPolicy,
+    Route,
+    exchange,
+    json_body,
+)
+from airflow_provider_videoquery.models import VideoTask, parse_task
+
+T = TypeVar("T")
+
+# Enough sockets for a busy triggerer; the rest queue inside aiohttp's connector, not in our code.
+_ASYNC_MAX_CONNECTIONS = 64
+
+
+class VideoQueryHook(BaseHook):
+    """Talk to an AI video gateway (yunwu, anyapi, …) configured in a ``videoquery`` connection.
+
+    The connection's host is the base URL and its password the API key. The async methods (``a*``)
+    resolve the connection without any sync Airflow API and share one HTTP client per event loop, so
+    thousands of triggers in one triggerer cost one connection pool.
+
+    :param videoquery_conn_id: the Airflow connection to use.
+    :param route: ``unified``, ``vidu-native`` or ``openai``; default: the connection's ``route`` extra.
+    :param retry_policy: how transient failures (429, 5xx, timeouts, resets) are retried.
+    """
+
+    conn_name_attr = "videoquery_conn_id"
+    default_conn_name = "videoquery_default"
+    conn_type = "videoquery"
+    hook_name = "Video Query (AI video gateway)"
+
+    def __init__(
+        self,
+        videoquery_conn_id: str = default_conn_name,
+        route: str | Route | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__()
+        self.videoquery_conn_id = videoquery_conn_id
+        self.route = Route(route) if route else None
+        self.retry_policy = retry_policy or RetryPolicy()
+        self._async_client: httpx.AsyncClient | None = None
+
+    # -- connection --------------------------------------------------------------------------------
+
+    @cached_property
+    def config(self) -> GatewayConfig:
+        """The connection, resolved once (sync lookup: workers only)."""
+        conn = self.get_connection(self.videoquery_conn_id)
+        return GatewayConfig.from_connection(
+            self.videoquery_conn_id, _base_url(conn), conn.password, conn.extra_dejson
+        )
+
+    async def aconfig(self) -> GatewayConfig:
+        """The connection, resolved once with async lookups only; fills the same slot as ``config``."""
+        if "config" not in self.__dict__:
+            conn = await get_async_connection(self.videoquery_conn_id)
+            extra = await get_async_extra_dejson(conn)
+            self.__dict__["config"] = GatewayConfig.from_connection(
+                self.videoquery_conn_id, _base_url(conn), conn.password, extra
+            )
+        config: GatewayConfig = self.__dict__["config"]
+        return config
+
+    def get_conn(self) -> httpx.Client:
+        """The sync HTTP client (one per hook)."""
+        return self._sync_client
+
+    @cached_property
+    def _sync_client(self) -> httpx.Client:
+        return httpx.Client(verify=self.config.verify_ssl, timeout=self.config.timeout)
+
+    def close(self) -> None:
+        if "_sync_client" in self.__dict__:
+            self.__dict__.pop("_sync_client").close()
+
+    async def aclose(self) -> None:
+        """Give the shared async client back; the last user of it on this loop closes it."""
+        if self._async_client is not None:
+            self._async_client = None
+            await _shared_clients.release(self.config.verify_ssl)
+
+    async def __aenter__(self) -> VideoQueryHook:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _aclient(self) -> httpx.AsyncClient:
+        if self._async_client is None:
+            config = await self.aconfig()
+            self._async_client = _shared_clients.acquire(config.verify_ssl)
+        return self._async_client
+
+    # -- calls ---------------------------------------------------------------------------------------
+
+    def get_task(self, video_task_id: str, route: str | Route | None = None) -> VideoTask:
+        """Query a task once (transient failures are retried) and normalize the answer."""
+        return self._run_sync(self._query(video_task_id, route))
+
+    async def aget_task(self, video_task_id: str, route: str | Route | None = None) -> VideoTask:
+        """Async :meth:`get_task`, for triggers: never touches a sync connection API."""
+        await self.aconfig()
+        return await self._run_async(self._query(video_task_id, route))
+
+    def create_task(
+        self, model: str, prompt: str, route: str | Route | None = None, **fields: Any
+    ) -> VideoTask:
+        """Submit a new video task (``POST /v1/video/create``); extra fields pass through unchanged.
+
+        A create is not idempotent, so it is retried only when the gateway surely did not take it
+        (429/503, or no connection was made).
+        """
+        return self._run_sync(self._create({"model": model, "prompt": prompt, **fields}, route))
+
+    def test_connection(self) -> tuple[bool, str]:
+        """The UI's Test button: a query for a task that does not exist proves the key is accepted."""
+        probe = VideoQueryHook(self.videoquery_conn_id, self.route, RetryPolicy(max_attempts=2))
+        try:
+            probe.get_task("videoquery-connection-test")
+        except VideoTaskNotFoundError:
+            return True, f"The gateway at {self.config.base_url} accepted the API key."
+        except Exception as err:
+            return False, str(err)
+        finally:
+            probe.close()
+        return True, f"The gateway at {self.config.base_url} answered."
+
+    # -- plans: what to send and how to read the answer, shared by sync and async ------------------
+
+    def _resolve_route(self, route: str | Route | None) -> Route:
+        return Route(route) if route else (self.route or self.config.route)
+
+    def _query(self, video_task_id: str, route: str | Route | None) -> Generator[Action, Outcome, VideoTask]:
+        config, resolved = self.config, self._resolve_route(route)
+        what = f"Querying video task {video_task_id!r} at {config.base_url} ({resolved.value} route)"
+        request = httpx.Request(
+            "GET",
+            config.query_url(video_task_id, resolved),
+            headers=config.auth_headers(),
+            extensions={"timeout": config.timeout.as_dict()},
+        )
+        response = yield from exchange(request, self.retry_policy, what)
+        return parse_task(
+            json_body(response, what), video_task_id, config.content_url(video_task_id, resolved)
+        )
+
+    def _create(
+        self, body: dict[str, Any], route: str | Route | None
+    ) -> Generator[Action, Outcome, VideoTask]:
+        config, resolved = self.config, self._resolve_route(route)
+        what = f"Creating a {body.get('model')!r} video task at {config.base_url}"
+        request = httpx.Request(
+            "POST",
+            config.create_url(resolved),
+            headers=config.auth_headers(),
+            json=body,
+            extensions={"timeout": config.timeout.as_dict()},
+        )
+        response = yield from exchange(request, self.retry_policy, what, idempotent=False)
+        answer = json_body(response, what)
+        new_id = answer.get("id") or answer.get("task_id")
+        if not isinstance(new_id, str | int) or not str(new_id):
+            raise VideoQueryResponseError(f"{what}: the answer names no task id: {answer!r}")
+        task = parse_task(answer, str(new_id))
+        self.log.info("Created %s", task.summary())
+        return task
+
+    # -- drivers: the only places that do I/O --------------------------------------------------------
+
+    def _run_sync(self, plan: Generator[Action, Outcome, T]) -> T:
+        client = self.get_conn()
+        outcome: Outcome = None
+        try:
+            while True:
+                action = plan.send(outcome)
+                if isinstance(action, float):
+                    time.sleep(action)
+                    outcome = None
+                    continue
+                try:
+                    outcome = client.send(action)
+                except httpx.TransportError as err:
+                    outcome = err
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+    async def _run_async(self, plan: Generator[Action, Outcome, T]) -> T:
+        client = await self._aclient()
+        outcome: Outcome = None
+        try:
+            while True:
+                action = plan.send(outcome)
+                if isinstance(action, float):
+                    await asyncio.sleep(action)
+                    outcome = None
+                    continue
+                try:
+                    outcome = await client.send(action)
+                except httpx.TransportError as err:
+                    outcome = err
+        except StopIteration as done:
+            result: T = done.value
+            return result
+
+
+def _base_url(conn: Any) -> str:
+    """Host as the base URL; a bare host takes the connection's schema (https by default) and port."""
+    host = (conn.host or "").strip()
+    if not host or "://" in host:
+        return host
+    scheme = conn.schema if conn.schema in ("http", "https") else "https"
+    port = f":{conn.port}" if conn.port else ""
+    return f"{scheme}://{host}{port}"
+
+
+class _SharedClients:
+    """One ``AsyncClient`` per event loop and TLS setting, shared by every hook on that loop.
+
+    httpx's own pool does work proportional to connections x waiting requests on every change; with
+    aiohttp's connector as the transport, a poll costs the same at 10 or 10,000 concurrent waits.
+    """
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[bool, tuple[httpx.AsyncClient, int]]
+        ] = weakref.WeakKeyDictionary()
+
+    def acquire(self, verify_ssl: bool) -> httpx.AsyncClient:
+        clients = self._by_loop.setdefault(asyncio.get_running_loop(), {})
+        client, users = clients.get(verify_ssl) or (_new_async_client(verify_ssl), 0)
+        clients[verify_ssl] = (client, users + 1)
+        return client
+
+    async def release(self, verify_ssl: bool) -> None:
+        clients = self._by_loop.get(asyncio.get_running_loop(), {})
+        entry = clients.get(verify_ssl)
+        if entry is None:
+            return
+        client, users = entry
+        if users > 1:
+            clients[verify_ssl] = (client, users - 1)
+            return
+        del clients[verify_ssl]
+        await client.aclose()
+
+    def users(self, verify_ssl: bool = True) -> int:
+        """How many hooks on the running loop hold the client (0 when none is open)."""
+        entry = self._by_loop.get(asyncio.get_running_loop(), {}).get(verify_ssl)
+        return entry[1] if entry else 0
+
+
+def _new_async_client(verify_ssl: bool) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=_ASYNC_MAX_CONNECTIONS, max_keepalive_connections=32)
+    transport = AiohttpTransport(verify=verify_ssl, limits=limits)
+    return httpx.AsyncClient(transport=transport)
+
+
+_shared_clients = _SharedClients()
+
+
+__all__ = ["Route", "VideoQueryHook"]

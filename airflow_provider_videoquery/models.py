@@ -1,0 +1,257 @@
+"""The normalized video task, and the one parser that turns every API family's answer into it.
+
+Gateways pass their upstream's JSON through, so the same question ("is it done, where is the file, why
+did it fail") has a different answer shape per model family. Everything that knows those shapes lives
+here; the hook, trigger and operators only ever see a :class:`VideoTask`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger(__name__)
+
+
+class TaskStatus(str, Enum):
+    """Where a video task is, whatever the family called it."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (TaskStatus.SUCCEEDED, TaskStatus.FAILED)
+
+
+_RAW_STATUS: dict[str, TaskStatus] = {
+    **dict.fromkeys(
+        ("pending", "queued", "submitted", "not_start", "created", "queueing"),
+        TaskStatus.QUEUED,
+    ),
+    **dict.fromkeys(
+        (
+            "processing",
+            "in_progress",
+            "running",
+            "generating",
+            "image_downloading",
+            "video_generating",
+            "video_generation_completed",
+            "video_upsampling",
+            "unknown",
+        ),
+        TaskStatus.RUNNING,
+    ),
+    **dict.fromkeys(
+        ("completed", "success", "succeeded", "video_upsampling_completed", "done", "finish", "finished"),
+        TaskStatus.SUCCEEDED,
+    ),
+    **dict.fromkeys(
+        (
+            "failed",
+            "failure",
+            "error",
+            "video_generation_failed",
+            "video_upsampling_failed",
+            "cancelled",
+            "canceled",
+            "aborted",
+        ),
+        TaskStatus.FAILED,
+    ),
+}
+
+# Paths tried in order; the first non-empty string wins.
+_VIDEO_URL_PATHS: tuple[tuple[str | int, ...], ...] = (
+    ("video_url",),
+    ("detail", "upsample_video_url"),
+    ("detail", "video_url"),
+    ("detail", "url"),
+    ("detail", "draft_info", "downloadable_url"),
+    ("creations", 0, "url"),
+)
+_THUMBNAIL_PATHS: tuple[tuple[str | int, ...], ...] = (
+    ("thumbnail_url",),
+    ("detail", "thumbnail_url"),
+    ("creations", 0, "cover_url"),
+)
+_ERROR_PATHS: tuple[tuple[str | int, ...], ...] = (
+    ("detail", "pending_info", "failure_reason"),
+    ("detail", "video_generation_error"),
+    ("detail", "error_message"),
+    ("error",),
+    ("fail_reason",),
+    ("err_code",),
+    ("message",),
+)
+_PROGRESS_FRACTION_PATHS: tuple[tuple[str | int, ...], ...] = (("detail", "pending_info", "progress_pct"),)
+_PROGRESS_PERCENT_PATHS: tuple[tuple[str | int, ...], ...] = (("progress",), ("detail", "progress"))
+_ENHANCED_PROMPT_PATHS: tuple[tuple[str | int, ...], ...] = (
+    ("enhanced_prompt",),
+    ("detail", "enhanced_prompt"),
+)
+_TIMESTAMP_PATHS: tuple[tuple[str | int, ...], ...] = (
+    ("status_update_time",),
+    ("detail", "status_update_time"),
+    ("completed_at",),
+    ("updated_at",),
+    ("created_at",),
+)
+
+_MS_THRESHOLD = 1e12
+_warned_statuses: set[str] = set()
+
+
+class VideoTask(BaseModel):
+    """A video generation task as one vocabulary, whatever family answered."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="The id that was polled (with its family prefix).")
+    status: TaskStatus
+    raw_status: str | None = Field(description="The status string exactly as the gateway sent it.")
+    progress: float | None = Field(default=None, description="0-100, when the family reports it.")
+    video_url: str | None = None
+    thumbnail_url: str | None = None
+    enhanced_prompt: str | None = None
+    error: str | None = Field(default=None, description="Why it failed; set only when status is failed.")
+    updated_at: datetime | None = Field(default=None, description="Last status change, timezone-aware UTC.")
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+    def summary(self) -> str:
+        """One line for logs: id, status, progress."""
+        progress = f" {self.progress:.0f}%" if self.progress is not None else ""
+        return f"video task {self.id!r}: {self.status.value} ({self.raw_status}){progress}"
+
+
+def parse_task(payload: Mapping[str, Any], video_task_id: str, content_url: str | None = None) -> VideoTask:
+    """Normalize one query answer of any family (unified, vidu-native, OpenAI-style).
+
+    ``content_url`` is where the gateway serves the file itself when the answer names no URL (the
+    OpenAI-style ``/v1/videos/{id}/content``); it is used only once the task has succeeded.
+    """
+    raw_status = _first_text(payload, (("status",), ("state",)))
+    status = _classify(raw_status, video_task_id)
+    video_url = _first_text(payload, _VIDEO_URL_PATHS)
+    if status is TaskStatus.SUCCEEDED and video_url is None:
+        video_url = content_url
+    if status is TaskStatus.SUCCEEDED and video_url is None:
+        # A success without a file is not usable yet: keep waiting for the URL to appear.
+        status = TaskStatus.RUNNING
+    return VideoTask(
+        id=video_task_id,
+        status=status,
+        raw_status=raw_status,
+        progress=_progress(payload),
+        video_url=video_url,
+        thumbnail_url=_first_text(payload, _THUMBNAIL_PATHS),
+        enhanced_prompt=_first_text(payload, _ENHANCED_PROMPT_PATHS),
+        error=_error_text(payload) if status is TaskStatus.FAILED else None,
+        updated_at=_timestamp(payload),
+        raw=dict(payload),
+    )
+
+
+def _classify(raw_status: str | None, video_task_id: str) -> TaskStatus:
+    key = (raw_status or "").strip().lower()
+    status = _RAW_STATUS.get(key)
+    if status is not None:
+        return status
+    if key not in _warned_statuses:
+        _warned_statuses.add(key)
+        log.warning(
+            "Video task %r reported an unknown status %r; treating it as still running.",
+            video_task_id,
+            raw_status,
+        )
+    return TaskStatus.RUNNING
+
+
+def _dig(payload: Any, path: tuple[str | int, ...]) -> Any:
+    node = payload
+    for key in path:
+        if isinstance(key, int):
+            if not isinstance(node, list) or len(node) <= key:
+                return None
+        elif not isinstance(node, Mapping):
+            return None
+        node = node[key] if isinstance(key, int) else node.get(key)
+    return node
+
+
+def _first_text(payload: Mapping[str, Any], paths: tuple[tuple[str | int, ...], ...]) -> str | None:
+    for path in paths:
+        value = _dig(payload, path)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def _error_text(payload: Mapping[str, Any]) -> str:
+    for path in _ERROR_PATHS:
+        value = _dig(payload, path)
+        if isinstance(value, Mapping):
+            message = value.get("message") or value.get("code")
+            if message:
+                return str(message)
+        elif isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+            return str(value)
+    return "the gateway gave no reason"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip().rstrip("%").strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _progress(payload: Mapping[str, Any]) -> float | None:
+    for path in _PROGRESS_FRACTION_PATHS:
+        fraction = _number(_dig(payload, path))
+        if fraction is not None:
+            return _clamp(fraction * 100 if fraction <= 1 else fraction)
+    for path in _PROGRESS_PERCENT_PATHS:
+        raw = _dig(payload, path)
+        percent = _number(raw)
+        if percent is not None:
+            return _clamp(percent)
+    return None
+
+
+def _clamp(value: float) -> float:
+    return round(min(max(value, 0.0), 100.0), 2)
+
+
+def _timestamp(payload: Mapping[str, Any]) -> datetime | None:
+    for path in _TIMESTAMP_PATHS:
+        raw = _dig(payload, path)
+        value = _number(raw)
+        if value is not None and value > 0:
+            seconds = value / 1000 if value > _MS_THRESHOLD else value
+            return datetime.fromtimestamp(seconds, tz=timezone.utc)
+        if isinstance(raw, str):
+            try:
+                parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return None
