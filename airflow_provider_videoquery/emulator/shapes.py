@@ -213,7 +213,9 @@ def render_sora(v: View) -> dict[str, Any]:
         "n_frames": 450,
         "priority": 2,
         "operation": "simple_compose",
-        "created_at": datetime.fromtimestamp(v.task.created_at, timezone.utc).isoformat().replace("+00:00", "Z"),
+        "created_at": datetime.fromtimestamp(v.task.created_at, timezone.utc)
+        .isoformat()
+        .replace("+00:00", "Z"),
         "n_variants": 1,
         "generations": [],
         "progress_pct": None if v.state.kind == "queued" else round(v.state.progress, 4),

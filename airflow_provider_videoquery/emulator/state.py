@@ -184,10 +184,10 @@ class EmulatorState:
             need = max(sc.polls_to_complete, 1)
             frac = polls / need
         if frac >= 1.0 and polls >= 1:
-            kind: Kind = "success" if sc.outcome == "success" else "failed"
-            return TaskState(None, kind, 1.0, kind == "success")
-        kind = "queued" if polls <= 1 else "running"
-        return TaskState(None, kind, max(0.0, min(frac, 0.99)), False)
+            end: Kind = "success" if sc.outcome == "success" else "failed"
+            return TaskState(None, end, 1.0, end == "success")
+        waiting: Kind = "queued" if polls <= 1 else "running"
+        return TaskState(None, waiting, max(0.0, min(frac, 0.99)), False)
 
     # ---- faults ------------------------------------------------------------------------------
     def add_fault(self, fault: Fault) -> None:

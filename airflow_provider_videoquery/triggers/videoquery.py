@@ -1,0 +1,187 @@
+"""VideoTaskTrigger: wait in the triggerer until a video task finishes, then fire one event.
+
+The trigger only polls (a restarted triggerer re-runs ``run()`` from the kwargs, so it must never
+submit anything), resolves its connection with async lookups only, and shares the hook module's one
+HTTP client per event loop with every other trigger in the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_videoquery.events import EventStatus, failure_message, make_event
+from airflow_provider_videoquery.exceptions import (
+    VideoQueryAuthError,
+    VideoQueryResponseError,
+    VideoQueryTransientError,
+    VideoTaskNotFoundError,
+)
+from airflow_provider_videoquery.hooks._http import RetryPolicy
+from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
+from airflow_provider_videoquery.models import TaskStatus, VideoTask
+
+#: How long a freshly created task may be unknown to the gateway before that is final.
+DEFAULT_NOT_FOUND_GRACE = 60.0
+#: Jitter added to each sleep, as a fraction of the poll interval, so thousands of triggers spread out.
+_JITTER = 0.1
+#: A poll started at or after the deadline still gets this long to answer (one last look).
+_LAST_POLL_BUDGET = 30.0
+
+
+class VideoTaskTrigger(BaseTrigger):
+    """Poll a video task until it succeeds, fails, or the deadline passes; yield exactly one event.
+
+    Every argument is a plain value: the trigger is stored in the metadata DB and rebuilt from
+    :meth:`serialize` after a triggerer restart, so both deadlines are absolute epoch seconds (a
+    restart does not extend them) and the API key stays in the connection.
+
+    :param video_task_id: the id the gateway's create call returned.
+    :param deadline: epoch seconds after which the wait ends with a ``timeout`` event.
+    :param videoquery_conn_id: the ``videoquery`` connection to poll with.
+    :param route: ``unified``, ``vidu-native`` or ``openai``; default: the connection's route.
+    :param poll_interval: seconds between polls (gateways refresh about every 15 s).
+    :param not_found_deadline: epoch seconds until which "unknown task" means "not known yet";
+        default: ``started_at`` + 60 s.
+    :param started_at: epoch seconds the wait began (for messages); default: now.
+    :param max_attempts: tries per poll for transient failures; default: the hook's policy.
+    :param retry_delay: base backoff in seconds between those tries; default: the hook's policy.
+    """
+
+    def __init__(
+        self,
+        video_task_id: str,
+        deadline: float,
+        videoquery_conn_id: str = VideoQueryHook.default_conn_name,
+        route: str | None = None,
+        poll_interval: float = 15.0,
+        not_found_deadline: float | None = None,
+        started_at: float | None = None,
+        max_attempts: int | None = None,
+        retry_delay: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.video_task_id = video_task_id
+        self.deadline = float(deadline)
+        self.videoquery_conn_id = videoquery_conn_id
+        self.route = route
+        self.poll_interval = float(poll_interval)
+        self.started_at = float(started_at) if started_at is not None else time.time()
+        self.not_found_deadline = (
+            float(not_found_deadline)
+            if not_found_deadline is not None
+            else self.started_at + DEFAULT_NOT_FOUND_GRACE
+        )
+        self.max_attempts = max_attempts
+        self.retry_delay = retry_delay
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "airflow_provider_videoquery.triggers.videoquery.VideoTaskTrigger",
+            {
+                "video_task_id": self.video_task_id,
+                "deadline": self.deadline,
+                "videoquery_conn_id": self.videoquery_conn_id,
+                "route": self.route,
+                "poll_interval": self.poll_interval,
+                "not_found_deadline": self.not_found_deadline,
+                "started_at": self.started_at,
+                "max_attempts": self.max_attempts,
+                "retry_delay": self.retry_delay,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        # The hook is closed before the event leaves: nothing stays open while the triggerer
+        # decides what to do with the generator.
+        event = await self._wait()
+        yield TriggerEvent(event)
+
+    async def _wait(self) -> dict[str, Any]:
+        """Poll until a terminal outcome and return its event; CancelledError propagates after cleanup."""
+        try:
+            async with VideoQueryHook(
+                self.videoquery_conn_id, route=self.route, retry_policy=self._retry_policy()
+            ) as hook:
+                return await self._poll_until_done(hook)
+        except VideoQueryAuthError as err:
+            return self._event(EventStatus.ERROR, str(err))
+        except Exception as err:
+            return self._event(
+                EventStatus.ERROR,
+                f"Waiting for video task {self.video_task_id!r} stopped on an unexpected error: "
+                f"{type(err).__name__}: {err}",
+            )
+
+    async def _poll_until_done(self, hook: VideoQueryHook) -> dict[str, Any]:
+        last: VideoTask | None = None
+        seen: tuple[TaskStatus, str | None, float | None] | None = None
+        told_unknown = False
+        while True:
+            remaining = self.deadline - time.time()
+            try:
+                task = await asyncio.wait_for(
+                    hook.aget_task(self.video_task_id), timeout=max(remaining, _LAST_POLL_BUDGET)
+                )
+            except VideoTaskNotFoundError as err:
+                if time.time() >= self.not_found_deadline:
+                    grace = self.not_found_deadline - self.started_at
+                    return self._event(
+                        EventStatus.ERROR,
+                        f"Video task {self.video_task_id!r} is still unknown to the gateway after the "
+                        f"{grace:.0f}s grace period: {err}",
+                    )
+                if not told_unknown:
+                    told_unknown = True
+                    self.log.info(
+                        "Video task %r is not known to the gateway yet; it may just have been created.",
+                        self.video_task_id,
+                    )
+            except (VideoQueryTransientError, VideoQueryResponseError, asyncio.TimeoutError) as err:
+                self.log.warning(
+                    "Polling video task %r failed for now (%s); polling again until the deadline.",
+                    self.video_task_id,
+                    str(err) or "no answer before the deadline",
+                )
+            else:
+                last = task
+                if (task.status, task.raw_status, task.progress) != seen:
+                    seen = (task.status, task.raw_status, task.progress)
+                    self.log.info("%s", task.summary())
+                if task.status is TaskStatus.SUCCEEDED:
+                    return self._event(EventStatus.SUCCESS, f"Video task {task.id!r} succeeded.", task)
+                if task.status is TaskStatus.FAILED:
+                    return self._event(EventStatus.FAILED, failure_message(task), task)
+            remaining = self.deadline - time.time()
+            if remaining <= 0:
+                return self._event(EventStatus.TIMEOUT, self._timeout_message(last), last)
+            jitter = random.uniform(0, _JITTER * self.poll_interval)
+            await asyncio.sleep(min(remaining, self.poll_interval + jitter))
+
+    def _retry_policy(self) -> RetryPolicy | None:
+        fields: dict[str, Any] = {}
+        if self.max_attempts is not None:
+            fields["max_attempts"] = self.max_attempts
+        if self.retry_delay is not None:
+            fields["base_delay"] = self.retry_delay
+        return RetryPolicy(**fields) if fields else None
+
+    def _timeout_message(self, last: VideoTask | None) -> str:
+        waited = self.deadline - self.started_at
+        until = datetime.fromtimestamp(self.deadline, tz=timezone.utc).isoformat(timespec="seconds")
+        state = f"its last status was {last.summary()}" if last else "the gateway never reported a status"
+        return (
+            f"Video task {self.video_task_id!r} did not finish within {waited:.0f}s (deadline {until}); "
+            f"{state}. Raise the sensor's timeout if the model is slow, or check the task at the gateway."
+        )
+
+    def _event(self, status: EventStatus, message: str, task: VideoTask | None = None) -> dict[str, Any]:
+        log = self.log.info if status is EventStatus.SUCCESS else self.log.warning
+        log("Video task %r: %s", self.video_task_id, message)
+        return make_event(status, message, self.video_task_id, task)

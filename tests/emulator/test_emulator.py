@@ -1,0 +1,411 @@
+"""The local gateway emulator, exercised over real HTTP on 127.0.0.1 with httpx."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from airflow_provider_videoquery.emulator import (
+    Emulator,
+    Fault,
+    Scenario,
+    generated_bytes,
+    iter_video,
+    run_emulator,
+    sample_mp4,
+)
+from airflow_provider_videoquery.emulator.media import SAMPLE_MP4, generated_header, iter_generated
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    with run_emulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def client(emu: Emulator) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {emu.api_key}", "Accept": "application/json"}
+    with httpx.Client(base_url=emu.url, headers=headers, timeout=5.0) as c:
+        yield c
+
+
+def poll(client: httpx.Client, task_id: str) -> dict[str, Any]:
+    r = client.get("/v1/video/query", params={"id": task_id})
+    assert r.status_code == 200, r.text
+    data: dict[str, Any] = r.json()
+    return data
+
+
+def create(client: httpx.Client, model: str, **extra: Any) -> str:
+    r = client.post("/v1/video/create", json={"model": model, "prompt": "a cow flying", **extra})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "pending"
+    assert body["status_update_time"] > 1e12
+    assert body["id"].startswith(f"{model}:")
+    task_id: str = body["id"]
+    return task_id
+
+
+def download(client: httpx.Client, url: str) -> bytes:
+    r = httpx.get(url, timeout=5.0)  # no auth header: video URLs are signed-CDN style
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "video/mp4"
+    assert r.headers["accept-ranges"] == "bytes"
+    assert int(r.headers["content-length"]) == len(r.content)
+    return r.content
+
+
+# ---- happy paths, seed shapes ---------------------------------------------------------------
+def test_veo_completes_after_three_polls_with_seed_001_shape(emu: Emulator, client: httpx.Client) -> None:
+    task_id = create(client, "veo3.1-fast", images=["https://example.com/a.png"], enable_upsample=True)
+    first, second = poll(client, task_id), poll(client, task_id)
+    assert (first["status"], second["status"]) == ("pending", "processing")
+    assert first["video_url"] is None and first["detail"]["running"] is True
+    done = poll(client, task_id)
+    assert done["status"] == "completed"
+    url = emu.video_url_for(task_id)
+    assert done["video_url"] == done["detail"]["upsample_video_url"] == done["detail"]["video_url"] == url
+    assert "reCAPTCHA" in done["detail"]["error_message"]  # noisy error text on success, like seed 001
+    assert "unsafe" in done["detail"]["video_generation_error"]
+    assert done["detail"]["req"]["images"] == ["https://example.com/a.png"]
+    assert done["status_update_time"] > 1e12
+    assert download(client, url) == sample_mp4()
+    assert emu.count("query", task_id) == 3 and emu.polls(task_id) == 3
+
+
+def test_sora_progress_fraction_and_all_url_fields(emu: Emulator, client: httpx.Client) -> None:
+    task_id = create(client, "sora-2", orientation="landscape", images=[])
+    poll(client, task_id)
+    running = poll(client, task_id)
+    pct = running["detail"]["pending_info"]["progress_pct"]
+    assert 0 < pct < 1
+    assert running["detail"]["pending_info"]["failure_reason"] is None
+    done = poll(client, task_id)
+    url = emu.video_url_for(task_id)
+    d = done["detail"]
+    assert done["status"] == "completed"
+    assert done["video_url"] == d["url"] == d["draft_info"]["downloadable_url"] == url
+    assert done["thumbnail_url"].endswith(".jpg") and d["thumbnail_url"] == done["thumbnail_url"]
+    assert (done["width"], done["height"]) == (640, 352)
+    thumb = httpx.get(done["thumbnail_url"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+
+
+def test_grok_progress_and_seconds_timestamps(client: httpx.Client) -> None:
+    task_id = create(client, "grok-video-3")
+    seen = [poll(client, task_id) for _ in range(3)]
+    assert [s["progress"] for s in seen] == [33, 67, 100]
+    done = seen[-1]
+    assert done["status"] == "completed" and done["error"] == ""
+    assert done["status_update_time"] < 1e12 and done["completed_at"] < 1e12
+    assert done["video_url"].endswith(".mp4") and done["thumbnail_url"]
+
+
+def test_vidu_native_route(emu: Emulator, client: httpx.Client) -> None:
+    r = client.post("/vidu-native/video/generations", json={"model": "viduq1", "prompt": "x"})
+    assert r.status_code == 200
+    task_id = r.json()["id"]
+    assert task_id.isdigit() and r.json()["state"] == "created"
+    states = [client.get(f"/vidu-native/video/generations/{task_id}").json() for _ in range(3)]
+    assert [s["state"] for s in states] == ["created", "processing", "success"]
+    assert states[0]["creations"] == [] and states[-1]["err_code"] == ""
+    creation = states[-1]["creations"][0]
+    assert set(creation) >= {"id", "url", "cover_url", "watermarked_url"}
+    assert download(client, creation["url"])[4:8] == b"ftyp"
+
+
+def test_openai_routes(emu: Emulator, client: httpx.Client) -> None:
+    r = client.post("/v1/videos", json={"model": "sora-2", "prompt": "x", "seconds": "4"})
+    created = r.json()
+    assert created["object"] == "video" and created["status"] == "queued" and created["error"] is None
+    video_id = created["id"]
+    not_ready = client.get(f"/v1/videos/{video_id}/content")
+    assert not_ready.status_code == 400
+    states = [client.get(f"/v1/videos/{video_id}").json() for _ in range(3)]
+    assert [s["status"] for s in states] == ["queued", "in_progress", "completed"]
+    assert states[-1]["progress"] == 100 and states[-1]["expires_at"] > time.time()
+    content = client.get(f"/v1/videos/{video_id}/content")
+    assert content.status_code == 200 and content.content == sample_mp4()
+    assert client.get(f"/v1/videos/{video_id}/content", headers={"Authorization": "Bearer nope"}).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("family", "where"),
+    [
+        ("veo", lambda d: d["detail"]["video_generation_error"]),
+        ("sora", lambda d: d["detail"]["pending_info"]["failure_reason"]),
+        ("grok", lambda d: d["error"]),
+        ("vidu", lambda d: d["err_code"]),
+        ("openai", lambda d: d["error"]["message"]),
+    ],
+)
+def test_failure_reason_where_each_family_puts_it(emu: Emulator, client: httpx.Client, family: str, where: Any) -> None:
+    emu.add_task("t:1", Scenario(family=family, polls_to_complete=1, outcome="failed", failure_reason="boom"))  # type: ignore[arg-type]
+    data = poll(client, "t:1")
+    assert (data.get("status") or data.get("state")) == "failed"
+    assert where(data) == "boom"
+    assert data.get("video_url") is None
+
+
+def test_explicit_statuses_unknown_and_flapping(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_task("veo3:odd", Scenario(statuses=["queued", "weird_status", "completed"]))
+    assert [poll(client, "veo3:odd")["status"] for _ in range(4)] == ["queued", "weird_status", "completed", "completed"]
+    emu.add_task("veo3:flap", Scenario(statuses=["processing", "completed", "processing", "completed"]))
+    seen = [poll(client, "veo3:flap") for _ in range(4)]
+    assert [s["status"] for s in seen] == ["processing", "completed", "processing", "completed"]
+    assert seen[1]["video_url"] and seen[2]["video_url"] is None
+
+
+def test_grace_and_completed_without_url(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_task("veo3:late", Scenario(polls_to_complete=1, unknown_for_polls=2, success_without_url_polls=1))
+    for _ in range(2):
+        assert client.get("/v1/video/query", params={"id": "veo3:late"}).status_code == 400
+    first = poll(client, "veo3:late")
+    assert first["status"] == "completed" and first["video_url"] is None
+    assert poll(client, "veo3:late")["video_url"] == emu.video_url_for("veo3:late")
+
+
+def test_seconds_to_complete(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_task("grok:s", Scenario(seconds_to_complete=0.3))
+    assert poll(client, "grok:s")["status"] != "completed"
+    time.sleep(0.35)
+    assert poll(client, "grok:s")["status"] == "completed"
+
+
+def test_scenario_override_in_create_body(emu: Emulator, client: httpx.Client) -> None:
+    task_id = create(client, "veo3", emulator={"polls_to_complete": 1, "video_size": 5000})
+    done = poll(client, task_id)
+    assert done["status"] == "completed"
+    body = download(client, done["video_url"])
+    assert len(body) == 5000 and body[4:8] == b"ftyp"
+    assert emu.expected_video(task_id) == body
+    bad = client.post("/v1/video/create", json={"model": "veo3", "emulator": {"nope": 1}})
+    assert bad.status_code == 400
+
+
+# ---- auth and unknown ids -------------------------------------------------------------------
+def test_auth(emu: Emulator) -> None:
+    task_id = "veo3:auth"
+    emu.add_task(task_id)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": emu.api_key or ""}):
+        r = httpx.get(f"{emu.url}/v1/video/query", params={"id": task_id}, headers=headers)
+        assert r.status_code == 401
+        err = r.json()["error"]
+        assert err["type"] == "new_api_error" and "request id" in err["message"] and err["code"] == ""
+    assert emu.polls(task_id) == 0
+    assert emu.count(status=401) == 3
+
+
+def test_unknown_task(client: httpx.Client) -> None:
+    r = client.get("/v1/video/query", params={"id": "veo3:missing"})
+    assert r.status_code == 400
+    assert r.json() == {"code": "task_not_exist", "message": "task_not_exist", "data": None}
+    assert client.get("/v1/videos/video_missing").status_code == 400
+    assert client.get("/vidu-native/video/generations/123").status_code == 404
+    assert httpx.get(f"{client.base_url}videos/nothing.mp4").status_code == 404
+
+
+# ---- faults --------------------------------------------------------------------------------
+def test_http_error_faults(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_task("veo3:f")
+    emu.add_fault(Fault("http_error", route="query", status=429, headers={"Retry-After": "2"}, times=1))
+    emu.add_fault(Fault("http_error", route="query", status=429, body="", times=1))
+    emu.add_fault(Fault("http_error", route="query", status=503, times=1))
+    emu.add_fault(Fault("http_error", route="video", status=403, times=1))
+    r = client.get("/v1/video/query", params={"id": "veo3:f"})
+    assert r.status_code == 429 and r.headers["retry-after"] == "2" and r.json()["error"]
+    r = client.get("/v1/video/query", params={"id": "veo3:f"})
+    assert r.status_code == 429 and r.content == b"" and "retry-after" not in r.headers
+    r = client.get("/v1/video/query", params={"id": "veo3:f"})
+    assert r.status_code == 503 and r.headers["content-type"].startswith("text/html") and "<html>" in r.text
+    assert emu.polls("veo3:f") == 0  # faulted queries do not advance the task
+    assert poll(client, "veo3:f")["status"] == "pending"
+    url = emu.video_url_for("veo3:f")
+    assert httpx.get(url).status_code == 403
+    assert httpx.get(url).status_code == 200
+    assert [r.fault for r in emu.requests].count("http_error") == 4
+
+
+def test_fault_matching_skip_task_rate(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_task("veo3:a")
+    emu.add_task("veo3:b")
+    emu.add_fault(Fault("http_error", task_id="veo3:b", status=500, skip=1, times=2))
+    codes = [client.get("/v1/video/query", params={"id": "veo3:b"}).status_code for _ in range(4)]
+    assert codes == [200, 500, 500, 200]
+    assert client.get("/v1/video/query", params={"id": "veo3:a"}).status_code == 200
+    emu.add_fault(Fault("http_error", route="query", task_id="veo3:a", status=502, rate=0.5))
+    codes = [client.get("/v1/video/query", params={"id": "veo3:a"}).status_code for _ in range(40)]
+    assert 5 < codes.count(502) < 35
+
+
+def test_reset_raises_read_error(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_task("veo3:r", Scenario(video_size=200_000))
+    emu.add_fault(Fault("reset", route="video", times=1))
+    with pytest.raises(httpx.ReadError):
+        httpx.get(emu.video_url_for("veo3:r"))
+    emu.add_fault(Fault("reset", route="query", times=1))
+    with pytest.raises(httpx.ReadError):
+        client.get("/v1/video/query", params={"id": "veo3:r"})
+    assert len(download(client, emu.video_url_for("veo3:r"))) == 200_000
+
+
+def test_truncate_sends_less_than_content_length(emu: Emulator) -> None:
+    emu.add_task("veo3:t", Scenario(video_size=100_000))
+    emu.add_fault(Fault("truncate", route="video", after_bytes=1000, times=1))
+    received = bytearray()
+    with pytest.raises(httpx.RemoteProtocolError), httpx.stream("GET", emu.video_url_for("veo3:t")) as r:
+        assert int(r.headers["content-length"]) == 100_000
+        for chunk in r.iter_raw():
+            received += chunk
+    assert bytes(received) == generated_bytes(100_000, 0, 1000)
+
+
+def test_slow_headers(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_task("veo3:slow")
+    emu.add_fault(Fault("slow_headers", route="query", delay=0.3, times=1))
+    start = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        client.get("/v1/video/query", params={"id": "veo3:slow"}, timeout=0.1)
+    assert time.monotonic() - start < 0.3
+    emu.add_fault(Fault("slow_headers", route="query", delay=0.2, times=1))
+    start = time.monotonic()
+    assert poll(client, "veo3:slow")["id"] == "veo3:slow"
+    assert time.monotonic() - start >= 0.2
+
+
+def test_malformed_json_and_html_video(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_task("veo3:m", Scenario(polls_to_complete=1))
+    emu.add_fault(Fault("malformed_json", route="query", times=1))
+    r = client.get("/v1/video/query", params={"id": "veo3:m"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    with pytest.raises(json.JSONDecodeError):
+        r.json()
+    emu.add_fault(Fault("html_video", route="video", times=1))
+    url = poll(client, "veo3:m")["video_url"]
+    r = httpx.get(url)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert r.content[4:8] != b"ftyp"
+
+
+def test_redirect_faults(emu: Emulator) -> None:
+    emu.add_task("veo3:x")
+    url = emu.video_url_for("veo3:x")
+    emu.add_fault(Fault("redirect", route="video"))  # every first hop; the hop itself is served
+    with httpx.Client(follow_redirects=True) as c:
+        r = c.get(url)
+        assert r.status_code == 200 and r.content == sample_mp4() and len(r.history) == 1
+    emu.reset()
+    emu.add_task("veo3:x")
+    emu.add_fault(Fault("redirect_loop", route="video"))
+    with httpx.Client(follow_redirects=True, max_redirects=5) as c, pytest.raises(httpx.TooManyRedirects):
+        c.get(url)
+    emu.reset()
+    emu.add_task("veo3:x")
+    emu.add_fault(Fault("redirect_scheme", route="video", location="ftp://127.0.0.1/x.mp4", times=1))
+    emu.add_fault(Fault("redirect_scheme", route="video", times=1))
+    assert httpx.get(url).headers["location"] == "ftp://127.0.0.1/x.mp4"
+    assert httpx.get(url).headers["location"] == "file:///etc/passwd"
+
+
+def test_scenario_video_url_options(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_task("veo3:ftp", Scenario(polls_to_complete=1, video_url_scheme="ftp"))
+    assert poll(client, "veo3:ftp")["video_url"].startswith("ftp://127.0.0.1:")
+    emu.add_task("veo3:hop", Scenario(polls_to_complete=1, video_redirects=2))
+    url = poll(client, "veo3:hop")["video_url"]
+    with httpx.Client(follow_redirects=True) as c:
+        r = c.get(url)
+    assert r.status_code == 200 and len(r.history) == 2 and r.content == sample_mp4()
+
+
+# ---- bytes and ranges -----------------------------------------------------------------------
+def test_range_requests(emu: Emulator) -> None:
+    emu.add_task("veo3:range", Scenario(video_size=300_000))
+    url = emu.video_url_for("veo3:range")
+    full = generated_bytes(300_000)
+    r = httpx.get(url, headers={"Range": "bytes=1000-"})
+    assert r.status_code == 206 and r.content == full[1000:]
+    assert r.headers["content-range"] == "bytes 1000-299999/300000"
+    assert int(r.headers["content-length"]) == 299_000
+    r = httpx.get(url, headers={"Range": "bytes=10-19"})
+    assert r.status_code == 206 and r.content == full[10:20]
+    r = httpx.get(url, headers={"Range": "bytes=300000-"})
+    assert r.status_code == 416 and r.headers["content-range"] == "bytes */300000"
+    assert httpx.head(url).headers["content-length"] == "300000"
+
+
+@pytest.mark.parametrize("size", [0, 5, 39, 40, 1000, 64 * 1024 + 7, 300_001])
+def test_generated_bytes_exact_size(size: int) -> None:
+    data = generated_bytes(size)
+    assert len(data) == size
+    if size >= 8:
+        assert data[4:8] == b"ftyp"
+    if size >= 40:
+        assert data[36:40] == b"mdat"
+    pieces = b"".join(iter_generated(size, size // 3, size - size // 5))
+    assert pieces == data[size // 3 : size - size // 5]
+    assert all(len(c) <= 64 * 1024 for c in iter_video(size))
+
+
+def test_huge_generated_header_uses_largesize() -> None:
+    header = generated_header(5 * 1024**3)
+    assert header[4:8] == b"ftyp" and header[36:40] == b"mdat" and len(header) == 48
+    assert next(iter_generated(5 * 1024**3, 4 * 1024**3, 4 * 1024**3 + 10)) and True
+
+
+def test_sample_mp4_is_a_small_real_mp4() -> None:
+    data = SAMPLE_MP4.read_bytes()
+    assert data[4:8] == b"ftyp" and b"moov" in data and 1000 < len(data) < 60_000
+
+
+# ---- admin routes and CLI ---------------------------------------------------------------------
+def test_admin_routes(emu: Emulator) -> None:
+    with httpx.Client(base_url=emu.url, timeout=5.0) as admin:
+        r = admin.post("/_emulator/tasks", json={"id": "sora-2:task_x", "scenario": {"polls_to_complete": 1}})
+        assert r.status_code == 200 and r.json()["family"] == "sora"
+        assert r.json()["video_url"] == emu.video_url_for("sora-2:task_x")
+        r = admin.post("/_emulator/faults", json=[{"kind": "http_error", "route": "query", "status": 502, "times": 1}])
+        assert r.json() == {"added": 1}
+        assert admin.post("/_emulator/faults", json={"kind": "nope"}).status_code == 400
+        h = {"Authorization": f"Bearer {emu.api_key}"}
+        assert admin.get("/v1/video/query", params={"id": "sora-2:task_x"}, headers=h).status_code == 502
+        assert admin.get("/v1/video/query", params={"id": "sora-2:task_x"}, headers=h).json()["status"] == "completed"
+        stats = admin.get("/_emulator/stats").json()
+        assert stats["total"] == 2 and stats["by_route"] == {"query": 2} and stats["by_status"] == {"502": 1, "200": 1}
+        assert admin.get("/_emulator/requests").json()["requests"][0]["status"] == 502
+        assert admin.post("/_emulator/default", json={"polls_to_complete": 7}).json()["polls_to_complete"] == 7
+        assert admin.post("/_emulator/reset").json() == {"ok": True}
+        assert admin.get("/_emulator/stats").json()["tasks"] == 0
+    assert emu.count() == 0
+
+
+def test_cli_prints_url_and_serves() -> None:
+    cmd = [sys.executable, "-m", "airflow_provider_videoquery.emulator", "--port", "0", "--api-key", "k", "--polls", "1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()  # the process prints it within ~1 s
+        assert line.startswith("http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() is not None else "")
+        h = {"Authorization": "Bearer k"}
+        created = httpx.post(f"{line}/v1/video/create", json={"model": "grok-video-3"}, headers=h, timeout=5).json()
+        done = httpx.get(f"{line}/v1/video/query", params={"id": created["id"]}, headers=h, timeout=5).json()
+        assert done["status"] == "completed"
+        assert httpx.get(done["video_url"], timeout=5).content[4:8] == b"ftyp"
+    finally:
+        proc.terminate()
+        try:
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
