@@ -12,6 +12,7 @@ import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from http import HTTPStatus
 from typing import Any
 
@@ -27,8 +28,9 @@ STATE_KEY = web.AppKey("emulator_state", EmulatorState)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 TASK_NOT_EXIST: dict[str, Any] = {"code": "task_not_exist", "message": "task_not_exist", "data": None}
-_CUT_KEY = "emulator_cut"
-_TASK_KEY = "emulator_task_id"
+# Per-request values shared between the middleware and the handlers (set at the start of every request).
+_CUT: ContextVar[tuple[str, int] | None] = ContextVar("emulator_cut", default=None)
+_TASK_ID: ContextVar[str | None] = ContextVar("emulator_task_id", default=None)
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
 
 
@@ -174,7 +176,7 @@ async def serve_video(request: web.Request, size: int | None) -> web.StreamRespo
     await resp.prepare(request)
     if request.method == "HEAD":
         return resp
-    cut: tuple[str, int] | None = request.get(_CUT_KEY)
+    cut = _CUT.get()
     limit = end if cut is None else min(end, start + max(cut[1], 0), max(end - 1, start))
     for chunk in media.iter_video(size, start, limit):
         await resp.write(chunk)
@@ -267,7 +269,7 @@ async def apply_fault(
         target = request.rel_url.update_query({"_hop": "1"})
         return web.Response(status=302, headers={"Location": str(target)})
     # reset / truncate
-    request[_CUT_KEY] = (kind, fault.after_bytes)
+    _CUT.set((kind, fault.after_bytes))
     resp = await proceed()
     if resp.prepared or not isinstance(resp, web.Response):
         return resp
@@ -289,9 +291,10 @@ async def emulator_middleware(request: web.Request, handler: Handler) -> web.Str
         return await handler(request)
     state = _state(request)
     started = time.time()
-    request[_TASK_KEY] = _task_id_of(request, route, state)
+    _CUT.set(None)
+    _TASK_ID.set(_task_id_of(request, route, state))
     hopped = "_hop" in request.query
-    fault = None if route == "unknown" else state.pick_fault(route, request[_TASK_KEY], hopped)
+    fault = None if route == "unknown" else state.pick_fault(route, _TASK_ID.get(), hopped)
     status = 500
 
     async def proceed() -> web.StreamResponse:
@@ -312,7 +315,7 @@ async def emulator_middleware(request: web.Request, handler: Handler) -> web.Str
                 method=request.method,
                 path=request.path,
                 route=route,
-                task_id=request.get(_TASK_KEY),
+                task_id=_TASK_ID.get(),
                 status=status,
                 time=started,
                 fault=None if fault is None else fault.kind,
@@ -346,7 +349,7 @@ async def _create(request: web.Request, route: str, default_model: str) -> web.S
         family = scenario.family or family_for_model(model)
         task_id = new_task_id(family if family in ("veo", "sora", "grok") else "veo", model)
     task = state.add_task(task_id, scenario, model=model, family=family, body=body)
-    request[_TASK_KEY] = task.id
+    _TASK_ID.set(task.id)
     return web.json_response(created_response(task, route))
 
 

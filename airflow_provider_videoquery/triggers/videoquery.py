@@ -66,7 +66,7 @@ class VideoTaskTrigger(BaseTrigger):
         max_attempts: int | None = None,
         retry_delay: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.video_task_id = video_task_id
         self.deadline = float(deadline)
         self.videoquery_conn_id = videoquery_conn_id
@@ -101,7 +101,7 @@ class VideoTaskTrigger(BaseTrigger):
         # The hook is closed before the event leaves: nothing stays open while the triggerer
         # decides what to do with the generator.
         event = await self._wait()
-        yield TriggerEvent(event)
+        yield TriggerEvent(event)  # type: ignore[no-untyped-call]
 
     async def _wait(self) -> dict[str, Any]:
         """Poll until a terminal outcome and return its event; CancelledError propagates after cleanup."""

@@ -72,7 +72,8 @@ def test_veo_completes_after_three_polls_with_seed_001_shape(emu: Emulator, clie
     task_id = create(client, "veo3.1-fast", images=["https://example.com/a.png"], enable_upsample=True)
     first, second = poll(client, task_id), poll(client, task_id)
     assert (first["status"], second["status"]) == ("pending", "processing")
-    assert first["video_url"] is None and first["detail"]["running"] is True
+    assert first["video_url"] is None
+    assert first["detail"]["running"] is True
     done = poll(client, task_id)
     assert done["status"] == "completed"
     url = emu.video_url_for(task_id)
@@ -82,7 +83,8 @@ def test_veo_completes_after_three_polls_with_seed_001_shape(emu: Emulator, clie
     assert done["detail"]["req"]["images"] == ["https://example.com/a.png"]
     assert done["status_update_time"] > 1e12
     assert download(client, url) == sample_mp4()
-    assert emu.count("query", task_id) == 3 and emu.polls(task_id) == 3
+    assert emu.count("query", task_id) == 3
+    assert emu.polls(task_id) == 3
 
 
 def test_sora_progress_fraction_and_all_url_fields(emu: Emulator, client: httpx.Client) -> None:
@@ -97,10 +99,12 @@ def test_sora_progress_fraction_and_all_url_fields(emu: Emulator, client: httpx.
     d = done["detail"]
     assert done["status"] == "completed"
     assert done["video_url"] == d["url"] == d["draft_info"]["downloadable_url"] == url
-    assert done["thumbnail_url"].endswith(".jpg") and d["thumbnail_url"] == done["thumbnail_url"]
+    assert done["thumbnail_url"].endswith(".jpg")
+    assert d["thumbnail_url"] == done["thumbnail_url"]
     assert (done["width"], done["height"]) == (640, 352)
     thumb = httpx.get(done["thumbnail_url"])
-    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert thumb.status_code == 200
+    assert thumb.headers["content-type"] == "image/jpeg"
 
 
 def test_grok_progress_and_seconds_timestamps(client: httpx.Client) -> None:
@@ -108,19 +112,24 @@ def test_grok_progress_and_seconds_timestamps(client: httpx.Client) -> None:
     seen = [poll(client, task_id) for _ in range(3)]
     assert [s["progress"] for s in seen] == [33, 67, 100]
     done = seen[-1]
-    assert done["status"] == "completed" and done["error"] == ""
-    assert done["status_update_time"] < 1e12 and done["completed_at"] < 1e12
-    assert done["video_url"].endswith(".mp4") and done["thumbnail_url"]
+    assert done["status"] == "completed"
+    assert done["error"] == ""
+    assert done["status_update_time"] < 1e12
+    assert done["completed_at"] < 1e12
+    assert done["video_url"].endswith(".mp4")
+    assert done["thumbnail_url"]
 
 
 def test_vidu_native_route(emu: Emulator, client: httpx.Client) -> None:
     r = client.post("/vidu-native/video/generations", json={"model": "viduq1", "prompt": "x"})
     assert r.status_code == 200
     task_id = r.json()["id"]
-    assert task_id.isdigit() and r.json()["state"] == "created"
+    assert task_id.isdigit()
+    assert r.json()["state"] == "created"
     states = [client.get(f"/vidu-native/video/generations/{task_id}").json() for _ in range(3)]
     assert [s["state"] for s in states] == ["created", "processing", "success"]
-    assert states[0]["creations"] == [] and states[-1]["err_code"] == ""
+    assert states[0]["creations"] == []
+    assert states[-1]["err_code"] == ""
     creation = states[-1]["creations"][0]
     assert set(creation) >= {"id", "url", "cover_url", "watermarked_url"}
     assert download(client, creation["url"])[4:8] == b"ftyp"
@@ -129,16 +138,23 @@ def test_vidu_native_route(emu: Emulator, client: httpx.Client) -> None:
 def test_openai_routes(emu: Emulator, client: httpx.Client) -> None:
     r = client.post("/v1/videos", json={"model": "sora-2", "prompt": "x", "seconds": "4"})
     created = r.json()
-    assert created["object"] == "video" and created["status"] == "queued" and created["error"] is None
+    assert created["object"] == "video"
+    assert created["status"] == "queued"
+    assert created["error"] is None
     video_id = created["id"]
     not_ready = client.get(f"/v1/videos/{video_id}/content")
     assert not_ready.status_code == 400
     states = [client.get(f"/v1/videos/{video_id}").json() for _ in range(3)]
     assert [s["status"] for s in states] == ["queued", "in_progress", "completed"]
-    assert states[-1]["progress"] == 100 and states[-1]["expires_at"] > time.time()
+    assert states[-1]["progress"] == 100
+    assert states[-1]["expires_at"] > time.time()
     content = client.get(f"/v1/videos/{video_id}/content")
-    assert content.status_code == 200 and content.content == sample_mp4()
-    assert client.get(f"/v1/videos/{video_id}/content", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert content.status_code == 200
+    assert content.content == sample_mp4()
+    assert (
+        client.get(f"/v1/videos/{video_id}/content", headers={"Authorization": "Bearer nope"}).status_code
+        == 401
+    )
 
 
 @pytest.mark.parametrize(
@@ -151,7 +167,9 @@ def test_openai_routes(emu: Emulator, client: httpx.Client) -> None:
         ("openai", lambda d: d["error"]["message"]),
     ],
 )
-def test_failure_reason_where_each_family_puts_it(emu: Emulator, client: httpx.Client, family: str, where: Any) -> None:
+def test_failure_reason_where_each_family_puts_it(
+    emu: Emulator, client: httpx.Client, family: str, where: Any
+) -> None:
     emu.add_task("t:1", Scenario(family=family, polls_to_complete=1, outcome="failed", failure_reason="boom"))  # type: ignore[arg-type]
     data = poll(client, "t:1")
     assert (data.get("status") or data.get("state")) == "failed"
@@ -161,11 +179,17 @@ def test_failure_reason_where_each_family_puts_it(emu: Emulator, client: httpx.C
 
 def test_explicit_statuses_unknown_and_flapping(emu: Emulator, client: httpx.Client) -> None:
     emu.add_task("veo3:odd", Scenario(statuses=["queued", "weird_status", "completed"]))
-    assert [poll(client, "veo3:odd")["status"] for _ in range(4)] == ["queued", "weird_status", "completed", "completed"]
+    assert [poll(client, "veo3:odd")["status"] for _ in range(4)] == [
+        "queued",
+        "weird_status",
+        "completed",
+        "completed",
+    ]
     emu.add_task("veo3:flap", Scenario(statuses=["processing", "completed", "processing", "completed"]))
     seen = [poll(client, "veo3:flap") for _ in range(4)]
     assert [s["status"] for s in seen] == ["processing", "completed", "processing", "completed"]
-    assert seen[1]["video_url"] and seen[2]["video_url"] is None
+    assert seen[1]["video_url"]
+    assert seen[2]["video_url"] is None
 
 
 def test_grace_and_completed_without_url(emu: Emulator, client: httpx.Client) -> None:
@@ -173,7 +197,8 @@ def test_grace_and_completed_without_url(emu: Emulator, client: httpx.Client) ->
     for _ in range(2):
         assert client.get("/v1/video/query", params={"id": "veo3:late"}).status_code == 400
     first = poll(client, "veo3:late")
-    assert first["status"] == "completed" and first["video_url"] is None
+    assert first["status"] == "completed"
+    assert first["video_url"] is None
     assert poll(client, "veo3:late")["video_url"] == emu.video_url_for("veo3:late")
 
 
@@ -189,7 +214,8 @@ def test_scenario_override_in_create_body(emu: Emulator, client: httpx.Client) -
     done = poll(client, task_id)
     assert done["status"] == "completed"
     body = download(client, done["video_url"])
-    assert len(body) == 5000 and body[4:8] == b"ftyp"
+    assert len(body) == 5000
+    assert body[4:8] == b"ftyp"
     assert emu.expected_video(task_id) == body
     bad = client.post("/v1/video/create", json={"model": "veo3", "emulator": {"nope": 1}})
     assert bad.status_code == 400
@@ -203,18 +229,20 @@ def test_auth(emu: Emulator) -> None:
         r = httpx.get(f"{emu.url}/v1/video/query", params={"id": task_id}, headers=headers)
         assert r.status_code == 401
         err = r.json()["error"]
-        assert err["type"] == "new_api_error" and "request id" in err["message"] and err["code"] == ""
+        assert err["type"] == "new_api_error"
+        assert "request id" in err["message"]
+        assert err["code"] == ""
     assert emu.polls(task_id) == 0
     assert emu.count(status=401) == 3
 
 
-def test_unknown_task(client: httpx.Client) -> None:
+def test_unknown_task(emu: Emulator, client: httpx.Client) -> None:
     r = client.get("/v1/video/query", params={"id": "veo3:missing"})
     assert r.status_code == 400
     assert r.json() == {"code": "task_not_exist", "message": "task_not_exist", "data": None}
     assert client.get("/v1/videos/video_missing").status_code == 400
     assert client.get("/vidu-native/video/generations/123").status_code == 404
-    assert httpx.get(f"{client.base_url}videos/nothing.mp4").status_code == 404
+    assert httpx.get(f"{emu.url}/videos/nothing.mp4").status_code == 404
 
 
 # ---- faults --------------------------------------------------------------------------------
@@ -225,11 +253,17 @@ def test_http_error_faults(emu: Emulator, client: httpx.Client) -> None:
     emu.add_fault(Fault("http_error", route="query", status=503, times=1))
     emu.add_fault(Fault("http_error", route="video", status=403, times=1))
     r = client.get("/v1/video/query", params={"id": "veo3:f"})
-    assert r.status_code == 429 and r.headers["retry-after"] == "2" and r.json()["error"]
+    assert r.status_code == 429
+    assert r.headers["retry-after"] == "2"
+    assert r.json()["error"]
     r = client.get("/v1/video/query", params={"id": "veo3:f"})
-    assert r.status_code == 429 and r.content == b"" and "retry-after" not in r.headers
+    assert r.status_code == 429
+    assert r.content == b""
+    assert "retry-after" not in r.headers
     r = client.get("/v1/video/query", params={"id": "veo3:f"})
-    assert r.status_code == 503 and r.headers["content-type"].startswith("text/html") and "<html>" in r.text
+    assert r.status_code == 503
+    assert r.headers["content-type"].startswith("text/html")
+    assert "<html>" in r.text
     assert emu.polls("veo3:f") == 0  # faulted queries do not advance the task
     assert poll(client, "veo3:f")["status"] == "pending"
     url = emu.video_url_for("veo3:f")
@@ -265,10 +299,17 @@ def test_truncate_sends_less_than_content_length(emu: Emulator) -> None:
     emu.add_task("veo3:t", Scenario(video_size=100_000))
     emu.add_fault(Fault("truncate", route="video", after_bytes=1000, times=1))
     received = bytearray()
-    with pytest.raises(httpx.RemoteProtocolError), httpx.stream("GET", emu.video_url_for("veo3:t")) as r:
-        assert int(r.headers["content-length"]) == 100_000
-        for chunk in r.iter_raw():
-            received += chunk
+    declared: list[int] = []
+
+    def read_all() -> None:
+        with httpx.stream("GET", emu.video_url_for("veo3:t")) as r:
+            declared.append(int(r.headers["content-length"]))
+            for chunk in r.iter_raw():
+                received.extend(chunk)
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        read_all()
+    assert declared == [100_000]
     assert bytes(received) == generated_bytes(100_000, 0, 1000)
 
 
@@ -289,13 +330,15 @@ def test_malformed_json_and_html_video(emu: Emulator, client: httpx.Client) -> N
     emu.add_task("veo3:m", Scenario(polls_to_complete=1))
     emu.add_fault(Fault("malformed_json", route="query", times=1))
     r = client.get("/v1/video/query", params={"id": "veo3:m"})
-    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/json")
     with pytest.raises(json.JSONDecodeError):
         r.json()
     emu.add_fault(Fault("html_video", route="video", times=1))
     url = poll(client, "veo3:m")["video_url"]
     r = httpx.get(url)
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/html")
     assert r.content[4:8] != b"ftyp"
 
 
@@ -305,7 +348,9 @@ def test_redirect_faults(emu: Emulator) -> None:
     emu.add_fault(Fault("redirect", route="video"))  # every first hop; the hop itself is served
     with httpx.Client(follow_redirects=True) as c:
         r = c.get(url)
-        assert r.status_code == 200 and r.content == sample_mp4() and len(r.history) == 1
+        assert r.status_code == 200
+        assert r.content == sample_mp4()
+        assert len(r.history) == 1
     emu.reset()
     emu.add_task("veo3:x")
     emu.add_fault(Fault("redirect_loop", route="video"))
@@ -326,7 +371,9 @@ def test_scenario_video_url_options(emu: Emulator, client: httpx.Client) -> None
     url = poll(client, "veo3:hop")["video_url"]
     with httpx.Client(follow_redirects=True) as c:
         r = c.get(url)
-    assert r.status_code == 200 and len(r.history) == 2 and r.content == sample_mp4()
+    assert r.status_code == 200
+    assert len(r.history) == 2
+    assert r.content == sample_mp4()
 
 
 # ---- bytes and ranges -----------------------------------------------------------------------
@@ -335,13 +382,16 @@ def test_range_requests(emu: Emulator) -> None:
     url = emu.video_url_for("veo3:range")
     full = generated_bytes(300_000)
     r = httpx.get(url, headers={"Range": "bytes=1000-"})
-    assert r.status_code == 206 and r.content == full[1000:]
+    assert r.status_code == 206
+    assert r.content == full[1000:]
     assert r.headers["content-range"] == "bytes 1000-299999/300000"
     assert int(r.headers["content-length"]) == 299_000
     r = httpx.get(url, headers={"Range": "bytes=10-19"})
-    assert r.status_code == 206 and r.content == full[10:20]
+    assert r.status_code == 206
+    assert r.content == full[10:20]
     r = httpx.get(url, headers={"Range": "bytes=300000-"})
-    assert r.status_code == 416 and r.headers["content-range"] == "bytes */300000"
+    assert r.status_code == 416
+    assert r.headers["content-range"] == "bytes */300000"
     assert httpx.head(url).headers["content-length"] == "300000"
 
 
@@ -360,45 +410,74 @@ def test_generated_bytes_exact_size(size: int) -> None:
 
 def test_huge_generated_header_uses_largesize() -> None:
     header = generated_header(5 * 1024**3)
-    assert header[4:8] == b"ftyp" and header[36:40] == b"mdat" and len(header) == 48
-    assert next(iter_generated(5 * 1024**3, 4 * 1024**3, 4 * 1024**3 + 10)) and True
+    assert header[4:8] == b"ftyp"
+    assert header[36:40] == b"mdat"
+    assert len(header) == 48
+    assert len(b"".join(iter_generated(5 * 1024**3, 4 * 1024**3, 4 * 1024**3 + 10))) == 10
 
 
 def test_sample_mp4_is_a_small_real_mp4() -> None:
     data = SAMPLE_MP4.read_bytes()
-    assert data[4:8] == b"ftyp" and b"moov" in data and 1000 < len(data) < 60_000
+    assert data[4:8] == b"ftyp"
+    assert b"moov" in data
+    assert 1000 < len(data) < 60_000
 
 
 # ---- admin routes and CLI ---------------------------------------------------------------------
 def test_admin_routes(emu: Emulator) -> None:
     with httpx.Client(base_url=emu.url, timeout=5.0) as admin:
         r = admin.post("/_emulator/tasks", json={"id": "sora-2:task_x", "scenario": {"polls_to_complete": 1}})
-        assert r.status_code == 200 and r.json()["family"] == "sora"
+        assert r.status_code == 200
+        assert r.json()["family"] == "sora"
         assert r.json()["video_url"] == emu.video_url_for("sora-2:task_x")
-        r = admin.post("/_emulator/faults", json=[{"kind": "http_error", "route": "query", "status": 502, "times": 1}])
+        r = admin.post(
+            "/_emulator/faults", json=[{"kind": "http_error", "route": "query", "status": 502, "times": 1}]
+        )
         assert r.json() == {"added": 1}
         assert admin.post("/_emulator/faults", json={"kind": "nope"}).status_code == 400
         h = {"Authorization": f"Bearer {emu.api_key}"}
         assert admin.get("/v1/video/query", params={"id": "sora-2:task_x"}, headers=h).status_code == 502
-        assert admin.get("/v1/video/query", params={"id": "sora-2:task_x"}, headers=h).json()["status"] == "completed"
+        assert (
+            admin.get("/v1/video/query", params={"id": "sora-2:task_x"}, headers=h).json()["status"]
+            == "completed"
+        )
         stats = admin.get("/_emulator/stats").json()
-        assert stats["total"] == 2 and stats["by_route"] == {"query": 2} and stats["by_status"] == {"502": 1, "200": 1}
+        assert stats["total"] == 2
+        assert stats["by_route"] == {"query": 2}
+        assert stats["by_status"] == {"502": 1, "200": 1}
         assert admin.get("/_emulator/requests").json()["requests"][0]["status"] == 502
-        assert admin.post("/_emulator/default", json={"polls_to_complete": 7}).json()["polls_to_complete"] == 7
+        assert (
+            admin.post("/_emulator/default", json={"polls_to_complete": 7}).json()["polls_to_complete"] == 7
+        )
         assert admin.post("/_emulator/reset").json() == {"ok": True}
         assert admin.get("/_emulator/stats").json()["tasks"] == 0
     assert emu.count() == 0
 
 
 def test_cli_prints_url_and_serves() -> None:
-    cmd = [sys.executable, "-m", "airflow_provider_videoquery.emulator", "--port", "0", "--api-key", "k", "--polls", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "airflow_provider_videoquery.emulator",
+        "--port",
+        "0",
+        "--api-key",
+        "k",
+        "--polls",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()  # the process prints it within ~1 s
-        assert line.startswith("http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() is not None else "")
+        assert line.startswith("http://127.0.0.1:"), (
+            line,
+            proc.poll(),
+        )
         h = {"Authorization": "Bearer k"}
-        created = httpx.post(f"{line}/v1/video/create", json={"model": "grok-video-3"}, headers=h, timeout=5).json()
+        created = httpx.post(
+            f"{line}/v1/video/create", json={"model": "grok-video-3"}, headers=h, timeout=5
+        ).json()
         done = httpx.get(f"{line}/v1/video/query", params={"id": created["id"]}, headers=h, timeout=5).json()
         assert done["status"] == "completed"
         assert httpx.get(done["video_url"], timeout=5).content[4:8] == b"ftyp"
