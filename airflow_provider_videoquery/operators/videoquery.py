@@ -1,0 +1,306 @@
+"""VideoCreateOperator submits a video task; VideoDownloadOperator waits for it and stores the file."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+import httpx
+from airflow.providers.common.compat.sdk import AirflowSensorTimeout, BaseOperator, Context
+
+from airflow_provider_videoquery.events import ensure_not_failed, task_from_event
+from airflow_provider_videoquery.exceptions import (
+    VideoDownloadError,
+    VideoQueryResponseError,
+    VideoQueryTransientError,
+    VideoTaskNotFoundError,
+)
+from airflow_provider_videoquery.hooks._http import RetryPolicy
+from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
+from airflow_provider_videoquery.models import TaskStatus, VideoTask
+from airflow_provider_videoquery.storage import (
+    DEFAULT_MAX_BYTES,
+    ContentKind,
+    DownloadSettings,
+    StoredObject,
+    new_client,
+    resolve_destination,
+    store_url,
+)
+from airflow_provider_videoquery.triggers.videoquery import DEFAULT_NOT_FOUND_GRACE, VideoTaskTrigger
+
+#: Thumbnails are small; anything bigger than this is not one.
+_THUMBNAIL_MAX_BYTES = 50 * 1024 * 1024
+#: The deferral's own timeout trails the trigger's deadline so the trigger's clearer message wins.
+_DEFER_MARGIN = 120.0
+
+
+class VideoCreateOperator(BaseOperator):
+    """Submit a new video task on the worker and return its id (XCom) for a sensor or download.
+
+    A create is not idempotent (each one is paid for), so it is never retried after the gateway may
+    have received it. A task the gateway rejects at once raises the non-retried
+    :class:`~airflow_provider_videoquery.exceptions.VideoTaskFailedError`.
+
+    :param model: e.g. ``veo3.1-fast``, ``sora-2``, ``grok-video-3`` (templated).
+    :param prompt: what to generate (templated).
+    :param videoquery_conn_id: the ``videoquery`` connection.
+    :param route: ``unified``, ``vidu-native`` or ``openai``; default: the connection's route.
+    :param extra_fields: more body fields, passed unchanged (``aspect_ratio``, ``images``, ``duration``,
+        …; templated).
+    """
+
+    template_fields: Sequence[str] = ("model", "prompt", "extra_fields")
+    template_fields_renderers = {"extra_fields": "json", "prompt": "md"}
+    ui_color = "#e4f0ff"
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        prompt: str,
+        videoquery_conn_id: str = VideoQueryHook.default_conn_name,
+        route: str | None = None,
+        extra_fields: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model = model
+        self.prompt = prompt
+        self.videoquery_conn_id = videoquery_conn_id
+        self.route = route
+        self.extra_fields = extra_fields or {}
+
+    def execute(self, context: Context) -> str:
+        hook = VideoQueryHook(self.videoquery_conn_id, route=self.route)
+        try:
+            task = hook.create_task(self.model, self.prompt, **self.extra_fields)
+        finally:
+            hook.close()
+        ensure_not_failed(task)
+        self.log.info("Created video task %r with model %r.", task.id, self.model)
+        return task.id
+
+
+class VideoDownloadOperator(BaseOperator):
+    """Wait for a video task if needed, then stream its MP4 into object storage; return the URI.
+
+    The file streams chunk by chunk (memory stays flat) into a temporary object beside the target and
+    is moved into place only once complete and verified (size, sha256, MP4 signature), so readers never
+    see a partial file. A rerun whose target already holds the same bytes keeps it and succeeds.
+
+    Return value: the stored object's URI (``s3://bucket/key``, ``file:///…``; no connection id).
+    XCom ``video``: ``{uri, video_url, bytes, sha256, content_type, video_task_id, thumbnail}``.
+    Outlets: each ``Asset`` gets that dict as its event's extra; an ``AssetAlias`` gets an event for
+    an ``Asset`` at the stored URI.
+
+    :param video_task_id: the task to download (templated), e.g. ``{{ ti.xcom_pull('create') }}``.
+    :param destination: a file URI, or a folder ending in ``/`` where the file is named after the
+        task id (templated), e.g. ``s3://bucket/videos/`` or ``file:///data/videos/clip.mp4``.
+    :param destination_conn_id: the storage connection (e.g. ``aws_default``); None: the store's default.
+    :param videoquery_conn_id: the ``videoquery`` connection.
+    :param route: ``unified``, ``vidu-native`` or ``openai``; default: the connection's route.
+    :param wait_for_completion: wait for an unfinished task; otherwise fail at once.
+    :param deferrable: wait in the triggerer (True) or poll on the worker (False).
+    :param poll_interval: seconds between status queries while waiting.
+    :param timeout: seconds to wait for the task to finish (the download itself is not limited).
+    :param overwrite: replace an existing, different object at the destination.
+    :param max_bytes: refuse files larger than this.
+    :param include_thumbnail: also store the task's thumbnail next to the video (``<name>.thumbnail.jpg``).
+    :param download_attempts: tries for transient download failures (resets, truncation, 5xx).
+    :param download_retry_delay: base backoff in seconds between those tries.
+    """
+
+    template_fields: Sequence[str] = ("video_task_id", "destination")
+    ui_color = "#e4ffe9"
+
+    def __init__(
+        self,
+        *,
+        video_task_id: str,
+        destination: str,
+        destination_conn_id: str | None = None,
+        videoquery_conn_id: str = VideoQueryHook.default_conn_name,
+        route: str | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool = True,
+        poll_interval: float = 15.0,
+        timeout: float = 3600.0,
+        overwrite: bool = False,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        include_thumbnail: bool = False,
+        download_attempts: int = 5,
+        download_retry_delay: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.video_task_id = video_task_id
+        self.destination = destination
+        self.destination_conn_id = destination_conn_id
+        self.videoquery_conn_id = videoquery_conn_id
+        self.route = route
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = float(poll_interval)
+        self.timeout = float(timeout)
+        self.overwrite = overwrite
+        self.max_bytes = int(max_bytes)
+        self.include_thumbnail = include_thumbnail
+        self.download_attempts = download_attempts
+        self.download_retry_delay = download_retry_delay
+
+    @cached_property
+    def hook(self) -> VideoQueryHook:
+        return VideoQueryHook(self.videoquery_conn_id, route=self.route)
+
+    def execute(self, context: Context) -> str:
+        try:
+            return self._execute(context)
+        finally:
+            self.hook.close()
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        """Resume after the trigger: validate its event, then download."""
+        try:
+            return self._store(context, task_from_event(event, self.video_task_id))
+        finally:
+            self.hook.close()
+
+    def _execute(self, context: Context) -> str:
+        started = time.time()
+        task = self._query_once(started)
+        if task is None or task.status is not TaskStatus.SUCCEEDED:
+            state = task.summary() if task else f"video task {self.video_task_id!r}: not known yet"
+            if not self.wait_for_completion:
+                raise VideoDownloadError(
+                    f"Cannot download yet: {state}. Set wait_for_completion=True, or wait with a "
+                    "VideoTaskSensor before this task."
+                )
+            if self.deferrable:
+                self.log.info("Waiting in the triggerer: %s", state)
+                self.defer(
+                    trigger=VideoTaskTrigger(
+                        video_task_id=self.video_task_id,
+                        deadline=started + self.timeout,
+                        videoquery_conn_id=self.videoquery_conn_id,
+                        route=self.route,
+                        poll_interval=self.poll_interval,
+                        not_found_deadline=started + DEFAULT_NOT_FOUND_GRACE,
+                        started_at=started,
+                    ),
+                    method_name="execute_complete",
+                    timeout=timedelta(seconds=self.timeout + _DEFER_MARGIN),
+                )
+            task = self._poll_until_done(started, task)
+        return self._store(context, task)
+
+    # -- waiting ---------------------------------------------------------------------------------
+
+    def _query_once(self, started: float) -> VideoTask | None:
+        """The task's state now; None while a fresh task is still unknown within the grace period."""
+        try:
+            task = self.hook.get_task(self.video_task_id, self.route)
+        except VideoTaskNotFoundError:
+            if not self.wait_for_completion or time.time() - started >= DEFAULT_NOT_FOUND_GRACE:
+                raise
+            return None
+        self.log.info("%s", task.summary())
+        return ensure_not_failed(task)
+
+    def _poll_until_done(self, started: float, last: VideoTask | None) -> VideoTask:
+        """Poll on the worker (deferrable=False) until success, failure or the timeout."""
+        while True:
+            remaining = started + self.timeout - time.time()
+            if remaining <= 0:
+                state = f"its last status was {last.summary()}" if last else "it never became known"
+                raise AirflowSensorTimeout(
+                    f"Video task {self.video_task_id!r} did not finish within {self.timeout:.0f}s; {state}. "
+                    "Raise the timeout if the model is slow, or check the task at the gateway."
+                )
+            time.sleep(min(self.poll_interval, remaining))
+            try:
+                task = self._query_once(started)
+            except (VideoQueryTransientError, VideoQueryResponseError) as err:
+                self.log.warning("Polling video task %r failed for now: %s", self.video_task_id, err)
+                continue
+            if task is not None:
+                last = task
+                if task.status is TaskStatus.SUCCEEDED:
+                    return task
+
+    # -- storing ---------------------------------------------------------------------------------
+
+    def _store(self, context: Context, task: VideoTask) -> str:
+        if not task.video_url:  # a succeeded VideoTask always has one; guard the invariant anyway
+            raise VideoDownloadError(f"Video task {task.id!r} succeeded but names no video URL.")
+        settings = DownloadSettings.for_gateway(
+            self.hook.config,
+            max_bytes=self.max_bytes,
+            retry=RetryPolicy(max_attempts=self.download_attempts, base_delay=self.download_retry_delay),
+        )
+        target = resolve_destination(self.destination, self.video_task_id, self.destination_conn_id)
+        with new_client(settings) as client:
+            video = store_url(
+                task.video_url,
+                target,
+                settings,
+                overwrite=self.overwrite,
+                client=client,
+                what=f"the video of task {task.id!r}",
+            )
+            thumbnail = (
+                self._store_thumbnail(task, video, settings, client) if self.include_thumbnail else None
+            )
+        metadata: dict[str, Any] = {
+            "uri": video.uri,
+            "video_url": task.video_url,
+            "bytes": video.size,
+            "sha256": video.sha256,
+            "content_type": video.content_type,
+            "video_task_id": task.id,
+            "thumbnail": thumbnail.uri if thumbnail else None,
+        }
+        context["ti"].xcom_push(key="video", value=metadata)
+        self._emit_asset_events(context, metadata)
+        verb = "Kept the identical" if video.reused else "Stored the"
+        self.log.info("%s video of task %r at %s", verb, task.id, video.uri)
+        return video.uri
+
+    def _store_thumbnail(
+        self, task: VideoTask, video: StoredObject, settings: DownloadSettings, client: httpx.Client
+    ) -> StoredObject | None:
+        if not task.thumbnail_url:
+            self.log.warning("Video task %r reports no thumbnail; storing the video only.", task.id)
+            return None
+        target = video.path.with_name(f"{video.path.stem}.thumbnail.jpg")
+        thumb_settings = dataclasses.replace(settings, max_bytes=min(self.max_bytes, _THUMBNAIL_MAX_BYTES))
+        return store_url(
+            task.thumbnail_url,
+            target,
+            thumb_settings,
+            kind=ContentKind.IMAGE,
+            overwrite=self.overwrite,
+            suffix_from_content=True,
+            client=client,
+            what=f"the thumbnail of task {task.id!r}",
+        )
+
+    def _emit_asset_events(self, context: Context, metadata: dict[str, Any]) -> None:
+        """Attach the metadata to each outlet's asset event; an alias resolves to the stored URI."""
+        from airflow.sdk import Asset, AssetAlias
+
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:
+            return
+        for outlet in self.outlets or ():
+            if isinstance(outlet, AssetAlias):
+                outlet_events[outlet].add(Asset(uri=metadata["uri"]), extra=metadata)
+            elif isinstance(outlet, Asset):
+                outlet_events[outlet].extra.update(metadata)
+
+
+__all__ = ["VideoCreateOperator", "VideoDownloadOperator"]

@@ -1,0 +1,104 @@
+"""A real S3 API for tests: moto's server on a free port of 127.0.0.1, reached as ``aws_default``.
+
+Import the fixtures into a test module (``from tests.s3 import moto_server, s3_bucket``). The server
+is started once per session: Airflow caches one filesystem per (protocol, connection), so the
+endpoint behind ``aws_default`` must not change during the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+REGION = "us-east-1"
+ACCESS_KEY = "testing-access-key"
+SECRET_KEY = "testing-secret-key"
+
+
+@dataclass(frozen=True)
+class MotoS3:
+    endpoint_url: str
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+        )
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every object key in ``bucket`` under ``prefix``, sorted."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+    def uploads(self, bucket: str) -> list[str]:
+        """Keys of multipart uploads still open (an aborted partial write must leave none)."""
+        answer = self.client().list_multipart_uploads(Bucket=bucket)
+        return sorted(upload["Key"] for upload in answer.get("Uploads", []))
+
+    def read(self, bucket: str, key: str) -> bytes:
+        body: bytes = self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+        return body
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _forget_airflow_stores() -> None:
+    from airflow.sdk.io import store
+
+    store._STORE_CACHE.clear()
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoS3]:
+    """moto's S3 on 127.0.0.1, set as the Airflow connection ``aws_default`` for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("AIRFLOW_CONN_AWS_DEFAULT",)}
+    os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(
+        {
+            "conn_type": "aws",
+            "login": ACCESS_KEY,
+            "password": SECRET_KEY,
+            "extra": {"endpoint_url": endpoint, "region_name": REGION},
+        }
+    )
+    _forget_airflow_stores()
+    try:
+        yield MotoS3(endpoint)
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _forget_airflow_stores()
+
+
+@pytest.fixture
+def s3_bucket(moto_server: MotoS3) -> str:
+    """A fresh, empty bucket on the moto server."""
+    name = f"videos-{uuid.uuid4().hex[:12]}"
+    moto_server.client().create_bucket(Bucket=name)
+    return name

@@ -1,0 +1,267 @@
+"""VideoDownloadOperator end to end on the worker side: the emulator over HTTP, real storage, the real
+trigger run inline for the deferred path."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout
+from airflow.sdk import Asset, AssetAlias
+from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.execution_time.context import OutletEventAccessors
+
+from airflow_provider_videoquery.emulator import Fault, Scenario
+from airflow_provider_videoquery.events import EventStatus, make_event
+from airflow_provider_videoquery.exceptions import VideoDownloadError, VideoTaskFailedError
+from airflow_provider_videoquery.operators.videoquery import VideoDownloadOperator
+from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
+from tests import s3
+from tests.s3 import MotoS3
+
+# The moto fixtures, made visible to this module's tests.
+moto_server = s3.moto_server
+s3_bucket = s3.s3_bucket
+
+pytestmark = pytest.mark.timeout(60)
+
+MiB = 1024 * 1024
+TASK = "veo3.1-fast:1764522552-Ab3dE9fGh1"
+NAME = "veo3.1-fast_1764522552-Ab3dE9fGh1.mp4"
+
+
+class FakeTI:
+    def __init__(self) -> None:
+        self.xcom: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+
+def make_context() -> dict[str, Any]:
+    return {"ti": FakeTI(), "outlet_events": OutletEventAccessors()}
+
+
+def make_operator(tmp_path: Path, **kwargs: Any) -> VideoDownloadOperator:
+    fields: dict[str, Any] = {
+        "task_id": "download",
+        "video_task_id": TASK,
+        "destination": f"file://{tmp_path}/out/",
+        "poll_interval": 0.05,
+        "timeout": 20,
+        "download_retry_delay": 0.05,
+    }
+    return VideoDownloadOperator(**{**fields, **kwargs})
+
+
+def run_trigger(trigger: VideoTaskTrigger) -> dict[str, Any]:
+    async def first_event() -> dict[str, Any]:
+        async for event in trigger.run():
+            payload: dict[str, Any] = event.payload
+            return payload
+        raise AssertionError("the trigger yielded no event")
+
+    return asyncio.run(first_event())
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_templated_fields() -> None:
+    assert set(VideoDownloadOperator.template_fields) == {"video_task_id", "destination"}
+
+
+def test_finished_task_is_downloaded_into_folder(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(video_size=3 * MiB, polls_to_complete=1))
+    context = make_context()
+
+    uri = make_operator(tmp_path).execute(context)
+
+    expected = emulator.expected_video(TASK)
+    assert uri == f"file://{tmp_path}/out/{NAME}"
+    assert (tmp_path / "out" / NAME).read_bytes() == expected
+    assert listing(tmp_path / "out") == [NAME]
+    video = context["ti"].xcom["video"]
+    assert video == {
+        "uri": uri,
+        "video_url": emulator.video_url_for(TASK),
+        "bytes": len(expected),
+        "sha256": hashlib.sha256(expected).hexdigest(),
+        "content_type": "video/mp4",
+        "video_task_id": TASK,
+        "thumbnail": None,
+    }
+
+
+def test_unfinished_task_defers_then_downloads(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(polls_to_complete=3))
+    operator = make_operator(tmp_path)
+
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(make_context())
+
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, VideoTaskTrigger)
+    assert deferred.value.method_name == "execute_complete"
+    assert trigger.video_task_id == TASK
+    assert trigger.poll_interval == 0.05
+    assert listing(tmp_path / "out") == []
+
+    event = run_trigger(trigger)
+    context = make_context()
+    uri = operator.execute_complete(context, event)
+
+    assert uri == f"file://{tmp_path}/out/{NAME}"
+    assert (tmp_path / "out" / NAME).read_bytes()[4:8] == b"ftyp"
+    assert context["ti"].xcom["video"]["uri"] == uri
+
+
+def test_not_deferrable_polls_on_the_worker(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(polls_to_complete=4))
+    uri = make_operator(tmp_path, deferrable=False).execute(make_context())
+    assert uri.endswith(NAME)
+    assert emulator.polls(TASK) == 4
+
+
+def test_not_deferrable_times_out(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(polls_to_complete=1000))
+    with pytest.raises(AirflowSensorTimeout, match=r"did not finish within 0s.*Raise the timeout"):
+        make_operator(tmp_path, deferrable=False, timeout=0.3).execute(make_context())
+
+
+def test_unfinished_without_wait_fails_clearly(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(polls_to_complete=3))
+    with pytest.raises(VideoDownloadError, match=r"Cannot download yet.*wait_for_completion=True"):
+        make_operator(tmp_path, wait_for_completion=False).execute(make_context())
+    assert listing(tmp_path / "out") == []
+
+
+def test_remote_failure_is_not_retried(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(polls_to_complete=1, outcome="failed"))
+    with pytest.raises(VideoTaskFailedError, match="failed at the gateway") as failed:
+        make_operator(tmp_path).execute(make_context())
+    assert isinstance(failed.value, AirflowFailException)
+
+
+def test_failed_event_is_not_retried(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(polls_to_complete=2, outcome="failed"))
+    operator = make_operator(tmp_path)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(make_context())
+    event = run_trigger(deferred.value.trigger)
+    assert event["status"] == EventStatus.FAILED.value
+    with pytest.raises(VideoTaskFailedError):
+        operator.execute_complete(make_context(), event)
+
+
+def test_timeout_event_raises_sensor_timeout(tmp_path: Path) -> None:
+    event = make_event(EventStatus.TIMEOUT, "Video task did not finish", TASK)
+    with pytest.raises(AirflowSensorTimeout):
+        make_operator(tmp_path).execute_complete(make_context(), event)
+
+
+def test_rerun_is_idempotent_and_conflict_fails(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(video_size=MiB, polls_to_complete=1))
+    first = make_operator(tmp_path).execute(make_context())
+    again = make_operator(tmp_path).execute(make_context())
+    assert again == first
+
+    (tmp_path / "out" / NAME).write_bytes(b"edited by someone")
+    with pytest.raises(VideoDownloadError, match="overwrite=True"):
+        make_operator(tmp_path).execute(make_context())
+    assert (tmp_path / "out" / NAME).read_bytes() == b"edited by someone"
+    make_operator(tmp_path, overwrite=True).execute(make_context())
+    assert (tmp_path / "out" / NAME).read_bytes() == emulator.expected_video(TASK)
+    assert listing(tmp_path / "out") == [NAME]
+
+
+def test_reset_mid_body_is_retried(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(video_size=4 * MiB, polls_to_complete=1))
+    emulator.add_fault(Fault("reset", route="video", times=1, after_bytes=2 * MiB))
+    make_operator(tmp_path).execute(make_context())
+    assert (tmp_path / "out" / NAME).read_bytes() == emulator.expected_video(TASK)
+
+
+def test_exact_file_destination_and_max_bytes(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(video_size=2 * MiB, polls_to_complete=1))
+    destination = f"file://{tmp_path}/out/clip.mp4"
+    with pytest.raises(VideoDownloadError, match="above max_bytes"):
+        make_operator(tmp_path, destination=destination, max_bytes=MiB).execute(make_context())
+    assert listing(tmp_path / "out") == []
+    assert make_operator(tmp_path, destination=destination).execute(make_context()) == destination
+
+
+def test_thumbnail_is_stored_next_to_the_video(emulator: Any, tmp_path: Path) -> None:
+    grok = "grok-video-3:0b3c2f6e-8f0e-4f5e-9a57-5d9f2a1c7e11"
+    emulator.add_task(grok, Scenario(polls_to_complete=1))
+    context = make_context()
+    make_operator(tmp_path, video_task_id=grok, include_thumbnail=True).execute(context)
+
+    name = "grok-video-3_0b3c2f6e-8f0e-4f5e-9a57-5d9f2a1c7e11"
+    assert listing(tmp_path / "out") == [f"{name}.mp4", f"{name}.thumbnail.jpg"]
+    assert (tmp_path / "out" / f"{name}.thumbnail.jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+    assert context["ti"].xcom["video"]["thumbnail"] == f"file://{tmp_path}/out/{name}.thumbnail.jpg"
+
+
+def test_missing_thumbnail_stores_the_video_only(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(polls_to_complete=1, family="veo"))
+    context = make_context()
+    make_operator(tmp_path, include_thumbnail=True).execute(context)
+    assert listing(tmp_path / "out") == [NAME]
+    assert context["ti"].xcom["video"]["thumbnail"] is None
+
+
+def test_openai_route_content_needs_the_key(emulator: Any, tmp_path: Path) -> None:
+    video_id = "video_68d7512d07848190b3e45da0ecbebcde"
+    emulator.add_task(video_id, Scenario(family="openai", polls_to_complete=1, video_size=MiB))
+    uri = make_operator(tmp_path, video_task_id=video_id, route="openai").execute(make_context())
+    assert (tmp_path / "out" / f"{video_id}.mp4").read_bytes() == emulator.expected_video(video_id)
+    assert uri.endswith(f"{video_id}.mp4")
+
+
+def test_outlets_get_asset_events(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(polls_to_complete=1))
+    asset = Asset("videos", uri=f"file://{tmp_path}/out/")
+    alias = AssetAlias("generated-videos")
+    context = make_context()
+
+    uri = make_operator(tmp_path, outlets=[asset, alias]).execute(context)
+
+    events = context["outlet_events"]
+    assert events[asset].extra["uri"] == uri
+    assert events[asset].extra["sha256"] == context["ti"].xcom["video"]["sha256"]
+    (alias_event,) = events[alias].asset_alias_events
+    assert alias_event.dest_asset_key.uri == uri
+    assert alias_event.extra["video_task_id"] == TASK
+
+
+def test_s3_destination(emulator: Any, moto_server: MotoS3, s3_bucket: str, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(video_size=6 * MiB, polls_to_complete=1))
+    operator = make_operator(
+        tmp_path, destination=f"s3://{s3_bucket}/generated/", destination_conn_id="aws_default"
+    )
+    context = make_context()
+
+    uri = operator.execute(context)
+
+    assert uri == f"s3://{s3_bucket}/generated/{NAME}"  # no connection id in the URI
+    assert moto_server.keys(s3_bucket) == [f"generated/{NAME}"]
+    assert moto_server.read(s3_bucket, f"generated/{NAME}") == emulator.expected_video(TASK)
+    assert context["ti"].xcom["video"]["uri"] == uri
+
+
+def test_s3_html_body_leaves_nothing(
+    emulator: Any, moto_server: MotoS3, s3_bucket: str, tmp_path: Path
+) -> None:
+    emulator.add_task(TASK, Scenario(polls_to_complete=1))
+    emulator.add_fault(Fault("html_video", route="video"))
+    operator = make_operator(
+        tmp_path, destination=f"s3://{s3_bucket}/generated/", destination_conn_id="aws_default"
+    )
+    with pytest.raises(VideoDownloadError, match="text/html"):
+        operator.execute(make_context())
+    assert moto_server.keys(s3_bucket) == []
