@@ -4,13 +4,26 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint unit bench bench-smoke install clean
+.PHONY: demo test test-lowest lint unit bench install clean
+
+# The newest Airflow we test with, and the lowest one pyproject.toml admits (tested without the S3 extra).
+AIRFLOW_NEWEST ?= 3.3.2
+AIRFLOW_LOWEST ?= 3.1.8
+LOWEST_VENV ?= .venv-lowest
+LOWEST_STAMP := $(LOWEST_VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' 'apache-airflow==$(AIRFLOW_NEWEST)'
 	touch $(STAMP)
+
+$(LOWEST_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -e . 'apache-airflow==$(AIRFLOW_LOWEST)' \
+		'pytest>=8' 'pytest-asyncio>=0.24' 'pytest-timeout>=2.3' 'moto[server]>=5.0'
+	touch $(LOWEST_STAMP)
 
 install: $(STAMP)
 
@@ -29,8 +42,12 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest
 
+## The same suite on the lowest supported Airflow (S3 tests skip: no amazon provider there).
+test-lowest: $(LOWEST_STAMP)
+	$(LOWEST_VENV)/bin/python -m pytest
+
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(LOWEST_VENV) .mypy_cache .ruff_cache build *.egg-info

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import re
 import secrets
+import ssl
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
@@ -112,12 +113,20 @@ class StoredObject:
     @property
     def uri(self) -> str:
         """The object's URI without the connection id (safe for XCom and asset events)."""
-        return self.path.as_uri()
+        return object_uri(self.path)
+
+
+def object_uri(path: ObjectStoragePath) -> str:
+    """``scheme://bucket/key`` with no connection id, on every Airflow 3 (3.1's ``as_uri()`` embeds it)."""
+    if path.protocol == "file":
+        return path.as_uri()
+    return f"{path.protocol}://{path.path}"
 
 
 def safe_file_name(video_task_id: str, suffix: str = ".mp4") -> str:
     """A file name from a task id: only ``[A-Za-z0-9._-]``, no leading dot, no ``..``, no scheme."""
-    name = _UNSAFE_NAME.sub("_", video_task_id).replace("..", "_").strip("._-")[:150]
+    # Cut before stripping, so a cut that ends on "." cannot leave ".." in front of the suffix.
+    name = _UNSAFE_NAME.sub("_", video_task_id).replace("..", "_")[:150].strip("._-")
     return f"{name or 'video'}{suffix}"
 
 
@@ -319,7 +328,13 @@ class _Download:
 
     def _open(self, offset: int) -> httpx.Response:
         """Follow redirects by hand, checking every hop; return a streaming 200/206 response."""
-        url, raw = httpx.URL(self.url), self.url
+        raw = self.url
+        try:
+            url = httpx.URL(raw)
+        except httpx.InvalidURL as err:
+            raise VideoDownloadError(
+                f"Downloading {self.what}: the gateway reported an invalid URL {_display(raw)!r} ({err})."
+            ) from None
         for _hop in range(self.settings.max_redirects + 1):
             self._check_hop(url, raw)
             response = self._send(url, offset)
@@ -375,6 +390,12 @@ class _Download:
         try:
             return self.client.send(request, stream=True)
         except httpx.TransportError as err:
+            if _certificate_refused(err):
+                raise VideoDownloadError(
+                    f"Downloading {self.label}: the server's TLS certificate was not accepted "
+                    f"({_describe(err)}). Fix the certificate, or, for a gateway with a self-signed "
+                    'one, set "verify_ssl": false in the connection\'s extra.'
+                ) from None
             raise _Transient(_describe(err)) from None
 
     def _refuse(self, response: httpx.Response) -> None:
@@ -517,7 +538,7 @@ class _Download:
         if fs.exists(final.path) and not self.overwrite:
             existing = fs.size(final.path)
             if existing == size and sha256_of(final) == digest:
-                log.info("%s already holds this exact file (sha256 %s); keeping it.", final.as_uri(), digest)
+                log.info("%s already holds this exact file (sha256 %s); keeping it.", object_uri(final), digest)
                 self._drop_temp()
                 return self._stored(final, size, digest, reused=True)
             raise self._conflict(
@@ -527,14 +548,14 @@ class _Download:
             )
         fs.mv(self.temp.path.path, final.path)
         self.temp = None
-        log.info("Stored %s (%d bytes, sha256 %s) at %s.", self.label, size, digest, final.as_uri())
+        log.info("Stored %s (%d bytes, sha256 %s) at %s.", self.label, size, digest, object_uri(final))
         return self._stored(final, size, digest, reused=False)
 
     def _stored(self, path: ObjectStoragePath, size: int, digest: str, reused: bool) -> StoredObject:
         return StoredObject(path, self.url, size, digest, self.content_type, reused)
 
     def _conflict(self, detail: str, path: ObjectStoragePath | None = None) -> VideoDownloadError:
-        target = (path or self.destination).as_uri()
+        target = object_uri(path or self.destination)
         return VideoDownloadError(
             f"{target} already exists and differs from {self.label} ({detail}). Set overwrite=True to "
             "replace it, or choose another destination."
@@ -586,7 +607,7 @@ class _TempObject:
             if self.fs.exists(self.path.path):
                 self.fs.rm(self.path.path)
         except Exception:
-            log.warning("Could not remove the temporary object %s", self.path.as_uri(), exc_info=True)
+            log.warning("Could not remove the temporary object %s", object_uri(self.path), exc_info=True)
 
 
 class _Progress:
@@ -677,6 +698,18 @@ def _body_preview(response: httpx.Response) -> str:
                 break
     text = data[:_PREVIEW_BYTES].decode("utf-8", "replace").strip().replace("\n", " ")
     return text + ("…" if len(data) > _PREVIEW_BYTES else "")
+
+
+def _certificate_refused(err: BaseException) -> bool:
+    """Whether a transport error comes from TLS certificate verification (permanent: not retried)."""
+    seen: BaseException | None = err
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _describe(err: httpx.TransportError) -> str:

@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +53,31 @@ def airflow_db() -> str:
         timeout=300,
     )
     return _AIRFLOW_HOME
+
+
+@pytest.fixture
+def sync_connection_apis_raise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the sync connection lookups fail when called on an event loop, as in a real triggerer.
+
+    Off the loop (a worker thread: what ``common.compat`` does on Airflow < 3.3.2) they still work.
+    """
+    import asyncio
+
+    from airflow.providers.common.compat.sdk import BaseHook, Connection
+
+    def guarded(original: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return original(*args, **kwargs)
+            raise AssertionError("a sync connection API was called on the event loop")
+
+        return call
+
+    get_connection = BaseHook.get_connection.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(BaseHook, "get_connection", classmethod(guarded(get_connection)))
+    if hasattr(Connection, "get"):
+        monkeypatch.setattr(Connection, "get", classmethod(guarded(Connection.get.__func__)))
+    extra = Connection.extra_dejson
+    monkeypatch.setattr(Connection, "extra_dejson", property(guarded(extra.fget)))

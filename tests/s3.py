@@ -68,6 +68,8 @@ def _forget_airflow_stores() -> None:
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoS3]:
     """moto's S3 on 127.0.0.1, set as the Airflow connection ``aws_default`` for the whole session."""
+    pytest.importorskip("airflow.providers.amazon", reason="S3 needs the [s3] extra (amazon provider)")
+    pytest.importorskip("s3fs", reason="S3 needs the [s3] extra (s3fs)")
     from moto.server import ThreadedMotoServer
 
     port = _free_port()

@@ -9,7 +9,6 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -267,19 +266,6 @@ def test_create_is_retried_when_rate_limited(emulator: Emulator, sleeps: list[fl
 # -- connection handling -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sync_connection_apis_raise(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make every sync connection lookup fail, as it would block or break a real triggerer."""
-    from airflow.providers.common.compat.sdk import BaseHook, Connection
-
-    def boom(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("a sync connection API was called on the event loop")
-
-    monkeypatch.setattr(BaseHook, "get_connection", classmethod(boom))
-    monkeypatch.setattr(Connection, "get", classmethod(boom), raising=False)
-    monkeypatch.setattr(Connection, "extra_dejson", property(boom))
-
-
 async def test_async_path_never_calls_sync_connection_apis(
     emulator: Emulator, sync_connection_apis_raise: None
 ) -> None:
@@ -289,9 +275,9 @@ async def test_async_path_never_calls_sync_connection_apis(
     assert tasks[-1].status is TaskStatus.SUCCEEDED
 
 
-def test_sync_guard_is_real(emulator: Emulator, sync_connection_apis_raise: None) -> None:
+async def test_sync_guard_is_real(emulator: Emulator, sync_connection_apis_raise: None) -> None:
     with pytest.raises(AssertionError, match="sync connection API"):
-        hook().get_task("veo3:t1")
+        hook().get_task("veo3:t1")  # a sync call made on the loop, as a careless trigger would
 
 
 async def test_hooks_on_one_loop_share_one_client(emulator: Emulator) -> None:

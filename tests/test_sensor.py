@@ -13,7 +13,11 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
     TaskDeferred,
 )
-from airflow.sdk.exceptions import AirflowRescheduleException
+
+try:
+    from airflow.sdk.exceptions import AirflowRescheduleException
+except ImportError:  # Airflow < 3.2
+    from airflow.exceptions import AirflowRescheduleException  # type: ignore[no-redef]
 
 from airflow_provider_videoquery.emulator import Fault, Scenario
 from airflow_provider_videoquery.events import EventStatus, make_event

@@ -22,6 +22,7 @@ from airflow_provider_videoquery.storage import (
     ContentKind,
     DownloadSettings,
     new_client,
+    object_uri,
     resolve_destination,
     safe_file_name,
     store_url,
@@ -102,11 +103,15 @@ def test_resolve_destination_folder_and_file(tmp_path: Path) -> None:
     assert folder.as_uri() == f"file://{tmp_path}/out/grok-video-3_abc___x.mp4"
     exact = resolve_destination(f"file://{tmp_path}/clip.mov", TASK)
     assert exact.as_uri() == f"file://{tmp_path}/clip.mov"
-    s3 = resolve_destination("s3://bucket/videos/", TASK, conn_id="aws_default")
-    assert s3.as_uri() == "s3://bucket/videos/veo3.1-fast_1764522552-Ab3dE9fGh1.mp4"
-    assert s3.conn_id == "aws_default"
     with pytest.raises(VideoDownloadError, match="empty"):
         resolve_destination("  ", TASK)
+
+
+def test_resolve_s3_destination_keeps_the_conn_id_out_of_the_uri() -> None:
+    pytest.importorskip("airflow.providers.amazon", reason="S3 needs the [s3] extra")
+    s3 = resolve_destination("s3://bucket/videos/", TASK, conn_id="aws_default")
+    assert object_uri(s3) == "s3://bucket/videos/veo3.1-fast_1764522552-Ab3dE9fGh1.mp4"
+    assert s3.conn_id == "aws_default"
 
 
 # -- success paths ------------------------------------------------------------------------------------
