@@ -106,6 +106,8 @@ class GatewayConfig(BaseModel):
             raise VideoQueryAuthError(
                 f"Connection {conn_id!r} has no API key: put it in the connection's password field."
             )
+        # The UI may store form fields with Airflow's old prefixed names; accept both spellings.
+        extra = {key.removeprefix("extra__videoquery__"): value for key, value in extra.items()}
         fields: dict[str, Any] = {"base_url": host or "", "api_key": password}
         for key in ("route", "connect_timeout", "read_timeout", "verify_ssl"):
             if extra.get(key) not in (None, ""):

@@ -1,0 +1,67 @@
+"""The package as Airflow sees it: provider discovery, the connection type and its form."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+import pytest
+
+import airflow_provider_videoquery
+from airflow_provider_videoquery import get_provider_info
+from airflow_provider_videoquery.hooks._http import GatewayConfig, Route
+from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
+
+
+def test_entry_point_is_registered() -> None:
+    points = entry_points(group="apache_airflow_provider")
+    ours = [p for p in points if p.value == "airflow_provider_videoquery:get_provider_info"]
+    assert len(ours) == 1
+    assert ours[0].load()() == get_provider_info()
+
+
+def test_provider_info_names_the_distribution_and_every_module() -> None:
+    info = get_provider_info()
+    assert info["package-name"] == "airflow-provider-videoquery"
+    assert info["versions"] == [airflow_provider_videoquery.__version__]
+    for section in ("hooks", "triggers", "sensors", "operators"):
+        for entry in info[section]:
+            for module in entry["python-modules"]:
+                importlib.import_module(module)
+    (conn_type,) = info["connection-types"]
+    assert conn_type["connection-type"] == VideoQueryHook.conn_type == "videoquery"
+    module, _, name = conn_type["hook-class-name"].rpartition(".")
+    assert getattr(importlib.import_module(module), name) is VideoQueryHook
+
+
+def test_airflow_discovers_the_provider_and_its_connection_form() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert "airflow-provider-videoquery" in manager.providers
+    hook = manager.hooks["videoquery"]
+    assert hook is not None
+    assert hook.hook_class_name == "airflow_provider_videoquery.hooks.videoquery.VideoQueryHook"
+    assert hook.connection_testable
+
+
+def test_connection_form_is_declared_the_airflow_32_way() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    from airflow import __version__
+    from packaging.version import Version
+
+    if Version(__version__) < Version("3.2"):
+        pytest.skip("provider-info connection forms arrived in Airflow 3.2")
+    manager = ProvidersManager()
+    behaviour = manager.field_behaviours["videoquery"]
+    assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key"}
+    fields = set(manager.connection_form_widgets)
+    for name in ("route", "timeout", "extra_headers", "verify_ssl", "allowed_download_hosts"):
+        assert f"extra__videoquery__{name}" in fields
+
+
+@pytest.mark.parametrize("key", ["route", "extra__videoquery__route"])
+def test_form_fields_are_read_under_either_name(key: str) -> None:
+    config = GatewayConfig.from_connection("c", "https://gw", "sk-1", {key: "vidu-native"})
+    assert config.route is Route.VIDU_NATIVE
