@@ -46,9 +46,8 @@ def test_airflow_discovers_the_provider_and_its_connection_form() -> None:
 
 
 def test_connection_form_is_declared_the_airflow_32_way() -> None:
-    from airflow.providers_manager import ProvidersManager
-
     from airflow import __version__
+    from airflow.providers_manager import ProvidersManager
     from packaging.version import Version
 
     if Version(__version__) < Version("3.2"):
