@@ -538,7 +538,9 @@ class _Download:
         if fs.exists(final.path) and not self.overwrite:
             existing = fs.size(final.path)
             if existing == size and sha256_of(final) == digest:
-                log.info("%s already holds this exact file (sha256 %s); keeping it.", object_uri(final), digest)
+                log.info(
+                    "%s already holds this exact file (sha256 %s); keeping it.", object_uri(final), digest
+                )
                 self._drop_temp()
                 return self._stored(final, size, digest, reused=True)
             raise self._conflict(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -28,13 +29,18 @@ def raise_fd_limit() -> None:
 
 
 async def start_site(
-    state: EmulatorState, host: str, port: int, access_log: bool = False
+    state: EmulatorState,
+    host: str,
+    port: int,
+    access_log: bool = False,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, int]:
-    """Set up and start the app on host:port (0 = free port); returns the runner and the bound port."""
+    """Set up and start the app on host:port (0 = free port), over TLS when ``ssl_context`` is given;
+    returns the runner and the bound port."""
     kwargs: dict[str, Any] = {} if access_log else {"access_log": None}
     runner = web.AppRunner(create_app(state), shutdown_timeout=0.25, keepalive_timeout=75.0, **kwargs)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=BACKLOG, reuse_address=True)
+    site = web.TCPSite(runner, host, port, backlog=BACKLOG, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     bound = runner.addresses[0][1]
     return runner, int(bound)
@@ -43,10 +49,17 @@ async def start_site(
 class Emulator:
     """A running emulator (see `run_emulator`). All methods are thread-safe."""
 
-    def __init__(self, state: EmulatorState, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        state: EmulatorState,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.state = state
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -78,7 +91,7 @@ class Emulator:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        runner, self.port = await start_site(self.state, self.host, self.port)
+        runner, self.port = await start_site(self.state, self.host, self.port, ssl_context=self.ssl_context)
         self._ready.set()
         try:
             await self._stop.wait()
@@ -103,8 +116,9 @@ class Emulator:
     # ---- info --------------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:54321``."""
-        return f"http://{self.host}:{self.port}"
+        """Base URL, e.g. ``http://127.0.0.1:54321`` (``https://`` when serving TLS)."""
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def api_key(self) -> str | None:
@@ -170,10 +184,13 @@ def run_emulator(
     port: int = 0,
     *,
     seed: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Iterator[Emulator]:
     """Run an emulator on ``host:port`` (0 = a free port) in a background thread for the ``with``
-    block. ``api_key=None`` disables the auth check."""
-    emulator = Emulator(EmulatorState(api_key=api_key, default=default, seed=seed), host, port)
+    block. ``api_key=None`` disables the auth check; ``ssl_context`` serves HTTPS (e.g. a self-signed
+    certificate, to test TLS verification)."""
+    state = EmulatorState(api_key=api_key, default=default, seed=seed)
+    emulator = Emulator(state, host, port, ssl_context=ssl_context)
     emulator.start()
     try:
         yield emulator
