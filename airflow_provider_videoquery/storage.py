@@ -20,7 +20,6 @@ import hashlib
 import logging
 import re
 import secrets
-import ssl
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
@@ -33,7 +32,15 @@ from airflow.sdk import ObjectStoragePath
 from fsspec.implementations.local import LocalFileSystem
 
 from airflow_provider_videoquery.exceptions import VideoDownloadError
-from airflow_provider_videoquery.hooks._http import USER_AGENT, GatewayConfig, RetryPolicy
+from airflow_provider_videoquery.hooks._http import (
+    RETRYABLE_STATUS,
+    USER_AGENT,
+    GatewayConfig,
+    RetryPolicy,
+    certificate_refused,
+    describe,
+    retry_after,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,6 @@ _PREVIEW_BYTES = 120
 _PROGRESS_MIN_TOTAL = 16 * MiB
 _PROGRESS_UNKNOWN_STEP = 256 * MiB
 _EXPIRED_STATUS = frozenset({401, 403, 404, 410})
-_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 _TEXTUAL_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "application/problem")
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
@@ -390,21 +396,21 @@ class _Download:
         try:
             return self.client.send(request, stream=True)
         except httpx.TransportError as err:
-            if _certificate_refused(err):
+            if certificate_refused(err):
                 raise VideoDownloadError(
                     f"Downloading {self.label}: the server's TLS certificate was not accepted "
-                    f"({_describe(err)}). Fix the certificate, or, for a gateway with a self-signed "
+                    f"({describe(err)}). Fix the certificate, or, for a gateway with a self-signed "
                     'one, set "verify_ssl": false in the connection\'s extra.'
                 ) from None
-            raise _Transient(_describe(err)) from None
+            raise _Transient(describe(err)) from None
 
     def _refuse(self, response: httpx.Response) -> None:
         """Raise the right error for a non-success answer (and close it)."""
         code = response.status_code
         preview = _body_preview(response)
         response.close()
-        if code in _RETRYABLE_STATUS:
-            raise _Transient(f"HTTP {code} {preview}".rstrip(), _retry_after(response))
+        if code in RETRYABLE_STATUS:
+            raise _Transient(f"HTTP {code} {preview}".rstrip(), retry_after(response))
         if code in _EXPIRED_STATUS:
             raise VideoDownloadError(
                 f"Downloading {self.label}: HTTP {code} ({preview or 'no body'}). The video URL has "
@@ -496,7 +502,7 @@ class _Download:
                         self.progress.update(received)
         except httpx.TransportError as err:
             self._write(pending)
-            raise _Transient(f"{_describe(err)} after {received} bytes") from None
+            raise _Transient(f"{describe(err)} after {received} bytes") from None
         if self.suffix is None:
             self._sniff(b"".join(pending)[:_PREVIEW_BYTES])
         self._write(pending)
@@ -683,13 +689,6 @@ def _int_header(value: str | None) -> int | None:
     return number if number >= 0 else None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return max(0.0, float(response.headers.get("retry-after", "")))
-    except ValueError:
-        return None
-
-
 def _body_preview(response: httpx.Response) -> str:
     """The start of a (small, error) body, read without loading a large one."""
     data = b""
@@ -700,22 +699,6 @@ def _body_preview(response: httpx.Response) -> str:
                 break
     text = data[:_PREVIEW_BYTES].decode("utf-8", "replace").strip().replace("\n", " ")
     return text + ("…" if len(data) > _PREVIEW_BYTES else "")
-
-
-def _certificate_refused(err: BaseException) -> bool:
-    """Whether a transport error comes from TLS certificate verification (permanent: not retried)."""
-    seen: BaseException | None = err
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _describe(err: httpx.TransportError) -> str:
-    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
 __all__ = [

@@ -24,7 +24,6 @@ from airflow_provider_videoquery.emulator import Emulator, Scenario, run_emulato
 from airflow_provider_videoquery.exceptions import (
     VideoDownloadError,
     VideoQueryRequestError,
-    VideoQueryTransientError,
 )
 from airflow_provider_videoquery.hooks._http import GatewayConfig, RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
@@ -256,7 +255,7 @@ def _verify_off(monkeypatch: pytest.MonkeyPatch, emu: Emulator, value: Any) -> N
 def test_tls_is_verified_by_default_on_every_client(tls_gateway: Emulator, tmp_path: Path) -> None:
     hook = VideoQueryHook(retry_policy=FAST)
     assert hook.config.verify_ssl is True
-    with pytest.raises(VideoQueryTransientError, match="CERTIFICATE_VERIFY_FAILED"):
+    with pytest.raises(VideoQueryRequestError, match="CERTIFICATE_VERIFY_FAILED"):
         hook.get_task(TASK)
 
     url = f"{tls_gateway.url}/videos/_size-1024.mp4"
@@ -274,16 +273,11 @@ def test_tls_is_verified_by_default_on_every_client(tls_gateway: Emulator, tmp_p
 
 async def test_tls_is_verified_by_default_in_the_triggerer(tls_gateway: Emulator) -> None:
     async with VideoQueryHook(retry_policy=FAST) as hook:
-        with pytest.raises(VideoQueryTransientError, match="CERTIFICATE_VERIFY_FAILED"):
+        with pytest.raises(VideoQueryRequestError, match="CERTIFICATE_VERIFY_FAILED"):
             await hook.aget_task(TASK)
     assert tls_gateway.requests == []
 
 
-@pytest.mark.xfail(
-    reason="hooks/_http.py exchange() retries a TLS certificate failure as transient (docs/reliability.md)",
-    raises=VideoQueryTransientError,
-    strict=False,
-)
 def test_certificate_failure_is_permanent_in_the_hook(tls_gateway: Emulator) -> None:
     hook = VideoQueryHook(retry_policy=RetryPolicy(max_attempts=4, base_delay=0.2, max_delay=0.2))
     started = time.monotonic()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import ssl
 from collections.abc import Generator, Mapping
 from enum import Enum
 from typing import Any
@@ -26,7 +27,7 @@ from airflow_provider_videoquery.exceptions import (
 
 USER_AGENT = "airflow-provider-videoquery"
 _BODY_PREVIEW = 200
-_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
 
 class Route(str, Enum):
@@ -169,6 +170,12 @@ def exchange(
     attempt = 0
     while True:
         outcome = yield request
+        if isinstance(outcome, httpx.TransportError) and certificate_refused(outcome):
+            raise VideoQueryRequestError(
+                f"{what}: the gateway's TLS certificate was not accepted ({describe(outcome)}). Fix the "
+                'certificate, or, for a self-signed gateway you trust, set "verify_ssl": false in the '
+                "connection's extra."
+            )
         problem = _transient_problem(outcome)
         if problem is None:
             assert isinstance(outcome, httpx.Response)
@@ -184,14 +191,14 @@ def exchange(
                 f"{what} still failed after {attempt} attempts: {problem}. The gateway looks unwell; "
                 "try again later or raise the retries."
             )
-        retry_after = _retry_after(outcome) if isinstance(outcome, httpx.Response) else None
-        yield policy.delay(attempt - 1, retry_after)
+        wait = retry_after(outcome) if isinstance(outcome, httpx.Response) else None
+        yield policy.delay(attempt - 1, wait)
 
 
 def _transient_problem(outcome: Outcome) -> str | None:
     if isinstance(outcome, httpx.TransportError):
-        return f"{type(outcome).__name__}: {outcome}" if str(outcome) else type(outcome).__name__
-    if isinstance(outcome, httpx.Response) and outcome.status_code in _RETRYABLE_STATUS:
+        return describe(outcome)
+    if isinstance(outcome, httpx.Response) and outcome.status_code in RETRYABLE_STATUS:
         return f"HTTP {outcome.status_code} {_preview(outcome)}".rstrip()
     return None
 
@@ -202,14 +209,32 @@ def _surely_not_processed(outcome: Outcome) -> bool:
     return isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def describe(err: httpx.TransportError) -> str:
+    """A transport error for messages: its type, and its text when it has one."""
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def certificate_refused(err: BaseException) -> bool:
+    """Whether a transport error comes from TLS certificate verification (permanent: not retried)."""
+    seen: BaseException | None = err
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds; None when absent or an HTTP date (our own backoff applies)."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
+        return None
 
 
 def _check_status(response: httpx.Response, what: str) -> httpx.Response:

@@ -1,0 +1,167 @@
+"""``python -m benchmarks`` (``make bench``): run every benchmark and print one table per benchmark.
+
+Waiting at scale and downloads compare the provider with baselines in the same run against the same
+servers (the emulator and moto run in their own processes); ratios are what to compare across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from benchmarks import download, parse, waits
+from benchmarks._common import Server, emulator, moto_s3, raise_fd_limit
+
+MiB = download.MiB
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    p.add_argument("--only", default="waits,download,parse", help="comma list of waits, download, parse")
+    p.add_argument("--sizes", type=_ints, default=[100, 1000, 10000], help="concurrent waits per run")
+    p.add_argument("--sides", default=",".join(waits.SIDES), help="comma list of aiohttp, trigger, httpx")
+    p.add_argument("--httpx-max", type=int, default=1000, help="largest N the bare httpx loop runs at")
+    p.add_argument("--budget", type=float, default=300.0, help="seconds before one waits run is cut")
+    p.add_argument("--file-size", type=int, default=1024 * MiB, help="bytes downloaded to file://")
+    p.add_argument("--s3-size", type=int, default=256 * MiB, help="bytes downloaded to S3 (0 = skip)")
+    p.add_argument("--repeat", type=int, default=2, help="download rounds (best throughput is kept)")
+    p.add_argument("--parses", type=int, default=20000, help="parses per seed and batch")
+    p.add_argument("--json", default=None, help="also write every raw result to this file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    only = {x.strip() for x in args.only.split(",")}
+    raise_fd_limit()
+    results: dict[str, Any] = {"machine": machine()}
+    started = time.perf_counter()
+    if "parse" in only:
+        _log("parse …")
+        results["parse"] = parse.run(args.parses)
+    with contextlib.ExitStack() as stack:
+        if "waits" in only:
+            emu = stack.enter_context(emulator(polls=waits.POLLS_TO_COMPLETE))
+            sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+            results["waits"] = waits.run(emu.url, args.sizes, sides, args.httpx_max, args.budget, _log)
+            stack.close()
+        if "download" in only:
+            emu = stack.enter_context(emulator())
+            s3: Server | None = stack.enter_context(moto_s3()) if args.s3_size else None
+            results["download"] = download.run(
+                emu.url, args.file_size, args.s3_size or None, s3.url if s3 else None, args.repeat, _log
+            )
+    results["total_s"] = time.perf_counter() - started
+    print(render(results))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump(results, out, indent=2)
+    return 0
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+# -- tables -------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> Iterator[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    yield "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"
+    yield "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    for row in rows:
+        yield "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [
+        f"machine: {results['machine']['cpus']} x {results['machine']['cpu']}, "
+        f"Python {results['machine']['python']}"
+    ]
+    if "waits" in results:
+        lines += ["", "Waiting at scale (4 polls per wait; x floor = CPU per poll / bare aiohttp's, same N)"]
+        floor = {r["n"]: r.get("cpu_ms_per_poll") for r in results["waits"] if r.get("side") == "aiohttp"}
+        rows = []
+        for r in results["waits"]:
+            note = r.get("skipped") or r.get("error") or ("CAPPED at budget" if r.get("capped") else "")
+            if r.get("failures"):
+                note = (note + " failures: " + "; ".join(r["failures"])).strip()
+            note = note[-160:]
+            cpu, base = r.get("cpu_ms_per_poll"), floor.get(r["n"])
+            rows.append(
+                [
+                    str(r["n"]),
+                    r["side"],
+                    _fmt(r.get("interval"), ".1f"),
+                    _fmt(r.get("wall_s"), ".1f"),
+                    _fmt(r.get("polls"), "d"),
+                    _fmt(cpu, ".2f"),
+                    _fmt(cpu / base if cpu and base else None, ".1f"),
+                    _fmt(r.get("rss_kb_per_wait"), ".1f"),
+                    _fmt(r.get("worst_lag_ms"), ".0f"),
+                    _fmt(r.get("gc_worst_ms"), ".0f"),
+                    note,
+                ]
+            )
+        header = ["N", "side", "interval s", "wall s", "polls", "CPU ms/poll", "x floor", "KB/wait"]
+        lines += _table([*header, "worst lag ms", "worst GC ms", "note"], rows)
+    if "download" in results:
+        lines += ["", "Download (best of the rounds; peak RSS above the process's RSS after imports)"]
+        rows = [
+            [
+                r.get("target", "?"),
+                r["side"],
+                _fmt(r["bytes"] / MiB if r.get("bytes") else None, ".0f"),
+                _fmt(r.get("wall_s"), ".2f"),
+                _fmt(r.get("mb_per_s"), ".0f"),
+                _fmt(r.get("vs_curl"), ".2f"),
+                _fmt(r.get("peak_rss_above_baseline_mb"), ".1f"),
+                r.get("error", "")[-160:],
+            ]
+            for r in results["download"]
+        ]
+        header = ["target", "side", "MiB", "wall s", "MB/s", "x curl", "peak RSS MiB", "note"]
+        lines += _table(header, rows)
+    if "parse" in results:
+        lines += ["", "Parsing (models.parse_task, best of 3 batches)"]
+        rows = [
+            [r["seed"], r["status"], _fmt(r["per_s"], ",.0f"), _fmt(r["us_per_parse"], ".1f")]
+            for r in results["parse"]
+        ]
+        lines += _table(["seed", "status", "tasks/s", "µs/task"], rows)
+    lines += ["", f"total {results.get('total_s', 0):.0f}s"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

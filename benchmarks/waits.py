@@ -1,0 +1,292 @@
+"""Waiting at scale: N concurrent waits in one event loop against the emulator in another process.
+
+Three sides, each in a fresh process so RSS deltas are honest:
+
+* ``trigger``: N ``VideoTaskTrigger``s, each ``run()`` consumed as its own task, created the way the
+  triggerer creates them (one ``create_task`` then ``sleep(0)`` per trigger);
+* ``aiohttp``: a bare polling loop on one ``aiohttp.ClientSession`` (the floor for Python);
+* ``httpx``: a bare polling loop on one default ``httpx.AsyncClient`` (what a provider gets for free).
+
+Measured per run: wall time, process CPU per poll (polls counted by the emulator), RSS per waiting task
+(the RSS while every task has polled at least once and none has finished, minus the RSS before they
+were created, over N) and the worst overshoot of a 10 ms ticker (event-loop lag).
+
+Worker: ``python -m benchmarks.waits --side trigger --n 1000 --interval 2 --url URL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks._common import (
+    API_KEY,
+    admin,
+    connection_json,
+    emit,
+    raise_fd_limit,
+    rss_bytes,
+    run_worker,
+    worker_env,
+)
+
+SIDES = ("aiohttp", "trigger", "httpx")
+POLLS_TO_COMPLETE = 4
+#: Poll requests per second the interval is scaled to, so the emulator (one core) keeps up.
+TARGET_POLL_RATE = 500.0
+MIN_INTERVAL = 0.5
+#: Upper bound of polls per wait (a wait that never ends must not loop forever).
+_MAX_POLLS = 50
+_TICK = 0.01
+_SAMPLE_EVERY = 0.25
+_TERMINAL = frozenset({"completed", "succeeded", "success", "failed", "failure", "error"})
+_WARMUP_ID = "veo3.1-fast:bench-warmup"
+
+
+def interval_for(n: int) -> float:
+    """Seconds between polls for N waits: ``N / TARGET_POLL_RATE``, at least ``MIN_INTERVAL``."""
+    return max(MIN_INTERVAL, n / TARGET_POLL_RATE)
+
+
+def task_ids(n: int) -> list[str]:
+    return [f"veo3.1-fast:bench-{i:05d}" for i in range(n)]
+
+
+def _query_url(base: str, task_id: str) -> str:
+    return f"{base}/v1/video/query?id={task_id}"
+
+
+def _jittered(interval: float) -> float:
+    return interval + random.uniform(0, 0.1 * interval)
+
+
+@dataclass
+class _Probe:
+    """What the ticker and the sampler see while the waits run."""
+
+    n: int
+    base_polls: int
+    done: int = 0
+    worst_lag: float = 0.0
+    worst_lag_at: float = 0.0
+    waiting_rss: int = 0
+    first_round_at: float | None = None
+    stop: bool = False
+
+
+async def _ticker(probe: _Probe, origin: float) -> None:
+    while not probe.stop:
+        started = time.perf_counter()
+        await asyncio.sleep(_TICK)
+        lag = time.perf_counter() - started - _TICK
+        if lag > probe.worst_lag:
+            probe.worst_lag, probe.worst_lag_at = lag, started - origin
+
+
+class _GcWatch:
+    """The collector's pauses while the waits run (a full collection walks every live object)."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.total = 0.0
+        self.full = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        pause = time.perf_counter() - self._started
+        self.total += pause
+        self.worst = max(self.worst, pause)
+        self.full += info["generation"] == 2
+
+
+async def _sampler(probe: _Probe, url: str, started: float) -> None:
+    """Every 250 ms: the emulator's poll count; while all have polled and none finished, the RSS."""
+    while not probe.stop:
+        await asyncio.sleep(_SAMPLE_EVERY)
+        polls = await asyncio.to_thread(_polls, url)
+        if polls - probe.base_polls >= probe.n and probe.done == 0:
+            probe.first_round_at = probe.first_round_at or time.perf_counter() - started
+            probe.waiting_rss = max(probe.waiting_rss, rss_bytes())
+
+
+def _polls(url: str) -> int:
+    stats = admin(url, "/_emulator/stats", timeout=30)
+    return int(stats["by_route"].get("query", 0))
+
+
+# -- the three sides: each returns (make one waiter, close) -----------------------------------------
+
+Waiter = Callable[[str], Awaitable[None]]
+
+
+async def _trigger_side(url: str, interval: float) -> tuple[Waiter, Callable[[], Awaitable[None]]]:
+    from airflow_provider_videoquery.hooks.videoquery import _shared_clients
+    from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
+
+    # A busy triggerer always has the shared client open: hold it so it is in the baseline.
+    _shared_clients.acquire(verify_ssl=True)
+    now = time.time()
+
+    async def wait(task_id: str) -> None:
+        trigger = VideoTaskTrigger(
+            video_task_id=task_id, deadline=now + 3600, poll_interval=interval, started_at=now
+        )
+        async for event in trigger.run():
+            if event.payload["status"] != "success":
+                raise RuntimeError(event.payload["message"])
+
+    async def close() -> None:
+        await _shared_clients.release(verify_ssl=True)
+
+    return wait, close
+
+
+async def _aiohttp_side(url: str, interval: float) -> tuple[Waiter, Callable[[], Awaitable[None]]]:
+    import aiohttp
+
+    session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"})
+
+    async def wait(task_id: str) -> None:
+        for _ in range(_MAX_POLLS):
+            async with session.get(_query_url(url, task_id)) as response:
+                body = await response.json()
+            if str(body.get("status", "")).lower() in _TERMINAL:
+                return
+            await asyncio.sleep(_jittered(interval))
+
+    return wait, session.close
+
+
+async def _httpx_side(url: str, interval: float) -> tuple[Waiter, Callable[[], Awaitable[None]]]:
+    import httpx
+
+    # The default pool (100 connections); a long timeout so queueing in the pool is measured, not failed.
+    client = httpx.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=600)
+
+    async def wait(task_id: str) -> None:
+        for _ in range(_MAX_POLLS):
+            response = await client.get(_query_url(url, task_id))
+            if str(response.json().get("status", "")).lower() in _TERMINAL:
+                return
+            await asyncio.sleep(_jittered(interval))
+
+    return wait, client.aclose
+
+
+_SIDE_FACTORIES = {"trigger": _trigger_side, "aiohttp": _aiohttp_side, "httpx": _httpx_side}
+
+
+async def measure(side: str, n: int, interval: float, url: str, budget: float) -> dict[str, Any]:
+    """Run N waits of ``side`` in this loop; the emulator must already know ``task_ids(n)``."""
+    wait, close = await _SIDE_FACTORIES[side](url, interval)
+    await wait(_WARMUP_ID)  # lazy imports, the client, the thread pool: all before the baseline
+    base_polls = await asyncio.to_thread(_polls, url)
+    gc.collect()
+    probe = _Probe(n=n, base_polls=base_polls)
+    baseline_rss = rss_bytes()
+    cpu0, started = time.process_time(), time.perf_counter()
+    watchers = [
+        asyncio.create_task(_ticker(probe, started)),
+        asyncio.create_task(_sampler(probe, url, started)),
+    ]
+    gc_watch = _GcWatch()
+    gc.callbacks.append(gc_watch)
+    failures: list[str] = []
+
+    async def one(task_id: str) -> None:
+        try:
+            await wait(task_id)
+        except Exception as err:
+            failures.append(f"{type(err).__name__}: {err}")
+        finally:
+            probe.done += 1
+
+    tasks = []
+    for task_id in task_ids(n):
+        tasks.append(asyncio.create_task(one(task_id)))
+        await asyncio.sleep(0)
+    _, pending = await asyncio.wait(tasks, timeout=max(0.0, budget - (time.perf_counter() - started)))
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu0
+    gc.callbacks.remove(gc_watch)
+    probe.stop = True
+    await asyncio.gather(*watchers, return_exceptions=True)
+    await close()
+    polls = await asyncio.to_thread(_polls, url) - base_polls
+    return {
+        "side": side,
+        "n": n,
+        "interval": interval,
+        "wall_s": wall,
+        "polls": polls,
+        "cpu_s": cpu,
+        "cpu_ms_per_poll": 1000 * cpu / polls if polls else None,
+        "rss_kb_per_wait": (probe.waiting_rss - baseline_rss) / 1024 / n if probe.waiting_rss else None,
+        "worst_lag_ms": 1000 * probe.worst_lag,
+        "worst_lag_at_s": probe.worst_lag_at,
+        "gc_worst_ms": 1000 * gc_watch.worst,
+        "gc_total_s": gc_watch.total,
+        "gc_full": gc_watch.full,
+        "first_round_s": probe.first_round_at,
+        "completed": n - len(pending) - len(failures),
+        "capped": bool(pending),
+        "failures": failures[:3],
+    }
+
+
+# -- the orchestrator ---------------------------------------------------------------------------------
+
+
+def run(
+    url: str, sizes: list[int], sides: list[str], httpx_max: int, budget: float, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Every (N, side) pair, each in a fresh worker process against the one emulator at ``url``."""
+    env = worker_env(AIRFLOW_CONN_VIDEOQUERY_DEFAULT=connection_json(url, timeout=120))
+    results: list[dict[str, Any]] = []
+    for n in sizes:
+        interval = interval_for(n)
+        for side in sides:
+            if side == "httpx" and n > httpx_max:
+                results.append({"side": side, "n": n, "skipped": f"not run above N={httpx_max}"})
+                continue
+            admin(url, "/_emulator/reset", {})
+            tasks: list[dict[str, Any]] = [{"id": task_id} for task_id in task_ids(n)]
+            tasks.append({"id": _WARMUP_ID, "scenario": {"polls_to_complete": 1}})
+            admin(url, "/_emulator/tasks", {"tasks": tasks})
+            log(f"waits: {side} N={n} interval={interval:.1f}s …")
+            args = ["--side", side, "--n", str(n), "--interval", str(interval), "--url", url]
+            result = run_worker("benchmarks.waits", [*args, "--budget", str(budget)], env, budget + 120)
+            result.setdefault("side", side)
+            result.setdefault("n", n)
+            results.append(result)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.waits", description=__doc__)
+    parser.add_argument("--side", choices=SIDES, required=True)
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--interval", type=float, required=True)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--budget", type=float, default=600.0, help="seconds before the waits are cut")
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    emit(asyncio.run(measure(args.side, args.n, args.interval, args.url, args.budget)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

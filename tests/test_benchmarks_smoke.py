@@ -1,0 +1,64 @@
+"""A tiny run of every benchmark, so the harness cannot rot. Completion and sane numbers only: no timings."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from benchmarks import download, parse, waits
+from benchmarks.__main__ import render
+from benchmarks._common import emulator, moto_s3
+
+MiB = 1024 * 1024
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+@pytest.mark.timeout(60)
+def test_waits_all_sides_complete() -> None:
+    with emulator(polls=waits.POLLS_TO_COMPLETE) as emu:
+        results = waits.run(emu.url, [20], list(waits.SIDES), httpx_max=20, budget=30, log=lambda _: None)
+    assert [r["side"] for r in results] == list(waits.SIDES)
+    for r in results:
+        assert "error" not in r, r
+        assert r["completed"] == 20, r
+        assert not r["capped"], r
+        assert not r["failures"], r
+        assert r["polls"] == 20 * waits.POLLS_TO_COMPLETE, r
+        assert _positive(r["cpu_ms_per_poll"]), r
+        assert _positive(r["wall_s"]), r
+        assert r["worst_lag_ms"] >= 0, r
+    assert "trigger" in render({"machine": {"cpus": 1, "cpu": "x", "python": "3"}, "waits": results})
+
+
+@pytest.mark.timeout(90)
+def test_download_file_and_s3() -> None:
+    with emulator() as emu, moto_s3() as s3:
+        results = download.run(emu.url, 4 * MiB, 4 * MiB, s3.url, repeat=1, log=lambda _: None)
+    sides = {(r["target"], r["side"]) for r in results}
+    assert sides == {
+        ("file", "curl"),
+        ("file", "provider"),
+        ("file", "httpx-raw"),
+        ("s3", "curl"),
+        ("s3", "provider"),
+        ("s3", "boto3"),
+    }
+    for r in results:
+        assert "error" not in r, r
+        assert r["bytes"] == 4 * MiB, r
+        assert _positive(r["mb_per_s"]), r
+        if r["side"] != "curl":
+            assert r["peak_rss_above_baseline_mb"] >= 0, r
+
+
+def test_parse_every_seed() -> None:
+    results = parse.run(100)
+    assert len(results) == len(parse.seed_files()) > 0
+    for r in results:
+        assert _positive(r["per_s"]), r
+        assert r["status"] in ("queued", "running", "succeeded", "failed"), r
