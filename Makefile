@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-lowest lint unit bench install clean
+.PHONY: demo test test-e2e test-lowest lint unit bench install clean
 
 # The newest Airflow we test with, and the lowest one pyproject.toml admits (tested without the S3 extra).
 AIRFLOW_NEWEST ?= 3.3.2
@@ -41,6 +41,10 @@ lint: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest
+
+## A real deployment: api-server, scheduler, dag-processor and triggerer processes run a deferring DAG.
+test-e2e: $(STAMP)
+	VIDEOQUERY_E2E=1 $(PY) -m pytest tests/e2e
 
 ## The same suite on the lowest supported Airflow (S3 tests skip: no amazon provider there).
 test-lowest: $(LOWEST_STAMP)

@@ -3,7 +3,8 @@
 An event is a plain dict (it goes through ``airflow.sdk.serde`` and the metadata DB)::
 
     {"status": "success" | "failed" | "timeout" | "error", "message": str,
-     "video_task_id": str, "task": <VideoTask as a JSON dict> | None}
+     "video_task_id": str, "task": <VideoTask as a JSON dict> | None,
+     "error_type": <name of the VideoQueryError subclass behind an "error"> | None}
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout
 
-from airflow_provider_videoquery.exceptions import VideoQueryError, VideoTaskFailedError
+from airflow_provider_videoquery.exceptions import (
+    VideoQueryAuthError,
+    VideoQueryError,
+    VideoQueryRequestError,
+    VideoTaskFailedError,
+    VideoTaskNotFoundError,
+)
 from airflow_provider_videoquery.models import TaskStatus, VideoTask
 
 
@@ -24,14 +31,25 @@ class EventStatus(str, Enum):
     ERROR = "error"
 
 
+#: Errors an event may name; anything else is raised as the base VideoQueryError.
+_ERROR_TYPES: dict[str, type[VideoQueryError]] = {
+    cls.__name__: cls for cls in (VideoQueryAuthError, VideoTaskNotFoundError, VideoQueryRequestError)
+}
+
+
 def make_event(
-    status: EventStatus, message: str, video_task_id: str, task: VideoTask | None = None
+    status: EventStatus,
+    message: str,
+    video_task_id: str,
+    task: VideoTask | None = None,
+    error: type[VideoQueryError] | None = None,
 ) -> dict[str, Any]:
     return {
         "status": status.value,
         "message": message,
         "video_task_id": video_task_id,
         "task": task.model_dump(mode="json") if task is not None else None,
+        "error_type": error.__name__ if error is not None else None,
     }
 
 
@@ -54,7 +72,8 @@ def task_from_event(event: dict[str, Any] | None, video_task_id: str) -> VideoTa
     """Validate an event and return the finished task, or raise what the outcome calls for.
 
     success -> the task; failed -> :class:`VideoTaskFailedError` (not retried); timeout ->
-    ``AirflowSensorTimeout`` (so ``soft_fail`` works); error or a malformed event -> :class:`VideoQueryError`.
+    ``AirflowSensorTimeout`` (so ``soft_fail`` works); error -> the error type the event names (a refused
+    key is :class:`VideoQueryAuthError`, not retried), or :class:`VideoQueryError` for a malformed event.
     """
     if not isinstance(event, dict) or event.get("status") not in {s.value for s in EventStatus}:
         raise VideoQueryError(
@@ -65,7 +84,7 @@ def task_from_event(event: dict[str, Any] | None, video_task_id: str) -> VideoTa
     if status is EventStatus.TIMEOUT:
         raise AirflowSensorTimeout(message)
     if status is EventStatus.ERROR:
-        raise VideoQueryError(message)
+        raise _ERROR_TYPES.get(str(event.get("error_type")), VideoQueryError)(message)
     task_data = event.get("task")
     if not isinstance(task_data, dict):
         raise VideoQueryError(f"The {status.value} event for video task {video_task_id!r} carries no task.")

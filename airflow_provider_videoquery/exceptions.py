@@ -9,8 +9,8 @@ class VideoQueryError(AirflowException):
     """Base class for every error this provider raises about the gateway."""
 
 
-class VideoQueryAuthError(VideoQueryError):
-    """The gateway refused the API key (401/403). Permanent: fix the connection's password."""
+class VideoQueryAuthError(VideoQueryError, AirflowFailException):
+    """The gateway refused the API key (401/403). Permanent and not retried: fix the connection's password."""
 
 
 class VideoTaskNotFoundError(VideoQueryError):

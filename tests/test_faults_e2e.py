@@ -299,13 +299,13 @@ CASES: dict[str, Case] = {
     ),
     "unknown-task-400": Case(
         known=False,
-        error=("wait", r"VideoQueryError: .*still unknown to the gateway after the 0s grace period"),
+        error=("wait", r"VideoTaskNotFoundError: .*still unknown to the gateway after the 0s grace period"),
         check=_not_found_bounded("query"),
     ),
     "unknown-task-404-vidu": Case(
         known=False,
         extra={"route": "vidu-native"},
-        error=("wait", r"VideoQueryError: .*still unknown .*HTTP 404"),
+        error=("wait", r"VideoTaskNotFoundError: .*still unknown .*HTTP 404"),
         check=_not_found_bounded("vidu_query"),
     ),
     # -- the video URL misbehaves ------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_videoquery.events import EventStatus, failure_message, make_event
 from airflow_provider_videoquery.exceptions import (
     VideoQueryAuthError,
+    VideoQueryError,
+    VideoQueryRequestError,
     VideoQueryResponseError,
     VideoQueryTransientError,
     VideoTaskNotFoundError,
@@ -123,8 +125,8 @@ class VideoTaskTrigger(BaseTrigger):
                 self.videoquery_conn_id, route=self.route, retry_policy=self._retry_policy()
             ) as hook:
                 return await self._poll_until_done(hook)
-        except VideoQueryAuthError as err:
-            return self._event(EventStatus.ERROR, str(err))
+        except (VideoQueryAuthError, VideoQueryRequestError) as err:
+            return self._event(EventStatus.ERROR, str(err), error=type(err))
         except Exception as err:
             return self._event(
                 EventStatus.ERROR,
@@ -147,6 +149,7 @@ class VideoTaskTrigger(BaseTrigger):
                         EventStatus.ERROR,
                         f"Video task {self.video_task_id!r} is still unknown to the gateway after the "
                         f"{grace:.0f}s grace period: {err}",
+                        error=VideoTaskNotFoundError,
                     )
                 if not told_unknown:
                     told_unknown = True
@@ -192,7 +195,13 @@ class VideoTaskTrigger(BaseTrigger):
             f"{state}. Raise the sensor's timeout if the model is slow, or check the task at the gateway."
         )
 
-    def _event(self, status: EventStatus, message: str, task: VideoTask | None = None) -> dict[str, Any]:
+    def _event(
+        self,
+        status: EventStatus,
+        message: str,
+        task: VideoTask | None = None,
+        error: type[VideoQueryError] | None = None,
+    ) -> dict[str, Any]:
         log = self.log.info if status is EventStatus.SUCCESS else self.log.warning
-        log("Video task %r: %s", self.video_task_id, message)
-        return make_event(status, message, self.video_task_id, task)
+        log("%s", message)
+        return make_event(status, message, self.video_task_id, task, error)
