@@ -10,18 +10,13 @@ from functools import cached_property
 from typing import Any
 
 import httpx
-from airflow.providers.common.compat.sdk import AirflowSensorTimeout, BaseOperator, Context
+from airflow.providers.common.compat.sdk import BaseOperator, Context
 
 from airflow_provider_videoquery.events import ensure_not_failed, task_from_event
-from airflow_provider_videoquery.exceptions import (
-    VideoDownloadError,
-    VideoQueryResponseError,
-    VideoQueryTransientError,
-    VideoTaskNotFoundError,
-)
+from airflow_provider_videoquery.exceptions import VideoDownloadError
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
-from airflow_provider_videoquery.models import TaskStatus, VideoTask
+from airflow_provider_videoquery.models import VideoTask
 from airflow_provider_videoquery.storage import (
     DEFAULT_MAX_BYTES,
     ContentKind,
@@ -31,7 +26,8 @@ from airflow_provider_videoquery.storage import (
     resolve_destination,
     store_url,
 )
-from airflow_provider_videoquery.triggers.videoquery import DEFAULT_NOT_FOUND_GRACE, VideoTaskTrigger
+from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
+from airflow_provider_videoquery.waiting import DEFAULT_NOT_FOUND_GRACE, Event, Watch
 
 #: Thumbnails are small; anything bigger than this is not one.
 _THUMBNAIL_MAX_BYTES = 50 * 1024 * 1024
@@ -172,9 +168,13 @@ class VideoDownloadOperator(BaseOperator):
 
     def _execute(self, context: Context) -> str:
         started = time.time()
-        task = self._query_once(started)
-        if task is None or task.status is not TaskStatus.SUCCEEDED:
-            state = task.summary() if task else f"video task {self.video_task_id!r}: not known yet"
+        grace = DEFAULT_NOT_FOUND_GRACE if self.wait_for_completion else 0.0
+        watch = Watch(self.video_task_id, started + self.timeout, started + grace, started, self.log)
+        event = watch.after(self._poll())
+        if event is None:
+            state = (
+                watch.last.summary() if watch.last else f"video task {self.video_task_id!r}: not known yet"
+            )
             if not self.wait_for_completion:
                 raise VideoDownloadError(
                     f"Cannot download yet: {state}. Set wait_for_completion=True, or wait with a "
@@ -185,52 +185,37 @@ class VideoDownloadOperator(BaseOperator):
                 self.defer(
                     trigger=VideoTaskTrigger(
                         video_task_id=self.video_task_id,
-                        deadline=started + self.timeout,
+                        deadline=watch.deadline,
                         videoquery_conn_id=self.videoquery_conn_id,
                         route=self.route,
                         poll_interval=self.poll_interval,
-                        not_found_deadline=started + DEFAULT_NOT_FOUND_GRACE,
+                        not_found_deadline=watch.not_found_deadline,
                         started_at=started,
                     ),
                     method_name="execute_complete",
                     timeout=timedelta(seconds=self.timeout + _DEFER_MARGIN),
                 )
-            task = self._poll_until_done(started, task)
-        return self._store(context, task)
+            event = self._wait_here(watch)
+        return self._store(context, task_from_event(event, self.video_task_id))
 
     # -- waiting ---------------------------------------------------------------------------------
 
-    def _query_once(self, started: float) -> VideoTask | None:
-        """The task's state now; None while a fresh task is still unknown within the grace period."""
+    def _poll(self) -> VideoTask | Exception:
         try:
-            task = self.hook.get_task(self.video_task_id, self.route)
-        except VideoTaskNotFoundError:
-            if not self.wait_for_completion or time.time() - started >= DEFAULT_NOT_FOUND_GRACE:
-                raise
-            return None
-        self.log.info("%s", task.summary())
-        return ensure_not_failed(task)
+            return self.hook.get_task(self.video_task_id, self.route)
+        except Exception as err:
+            return err
 
-    def _poll_until_done(self, started: float, last: VideoTask | None) -> VideoTask:
-        """Poll on the worker (deferrable=False) until success, failure or the timeout."""
+    def _wait_here(self, watch: Watch) -> Event:
+        """Poll on the worker (deferrable=False) until the watch ends the wait."""
         while True:
-            remaining = started + self.timeout - time.time()
-            if remaining <= 0:
-                state = f"its last status was {last.summary()}" if last else "it never became known"
-                raise AirflowSensorTimeout(
-                    f"Video task {self.video_task_id!r} did not finish within {self.timeout:.0f}s; {state}. "
-                    "Raise the timeout if the model is slow, or check the task at the gateway."
-                )
-            time.sleep(min(self.poll_interval, remaining))
-            try:
-                task = self._query_once(started)
-            except (VideoQueryTransientError, VideoQueryResponseError) as err:
-                self.log.warning("Polling video task %r failed for now: %s", self.video_task_id, err)
-                continue
-            if task is not None:
-                last = task
-                if task.status is TaskStatus.SUCCEEDED:
-                    return task
+            expired = watch.expired()
+            if expired is not None:
+                return expired
+            time.sleep(min(self.poll_interval, max(watch.deadline - time.time(), 0.0)))
+            event = watch.after(self._poll()) or watch.expired()
+            if event is not None:
+                return event
 
     # -- storing ---------------------------------------------------------------------------------
 

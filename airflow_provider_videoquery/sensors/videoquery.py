@@ -15,15 +15,11 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
 )
 
-from airflow_provider_videoquery.events import ensure_not_failed, task_from_event
-from airflow_provider_videoquery.exceptions import (
-    VideoQueryResponseError,
-    VideoQueryTransientError,
-    VideoTaskNotFoundError,
-)
+from airflow_provider_videoquery.events import task_from_event
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
-from airflow_provider_videoquery.models import TaskStatus
-from airflow_provider_videoquery.triggers.videoquery import DEFAULT_NOT_FOUND_GRACE, VideoTaskTrigger
+from airflow_provider_videoquery.models import VideoTask
+from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
+from airflow_provider_videoquery.waiting import DEFAULT_NOT_FOUND_GRACE, Watch
 
 
 class VideoTaskSensor(BaseSensorOperator):
@@ -66,6 +62,7 @@ class VideoTaskSensor(BaseSensorOperator):
         self.not_found_grace = not_found_grace
         self.deferrable = deferrable
         self._first_poke_at: float | None = None
+        self._watch_state: Watch | None = None
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -101,32 +98,31 @@ class VideoTaskSensor(BaseSensorOperator):
         return task.model_dump(mode="json")
 
     def poke(self, context: Context) -> PokeReturnValue:
-        """Query once: done with the task as XCom, not done yet, or raise for a failed task."""
+        """Query once: done with the task as XCom, not done yet, or raise what the outcome calls for."""
         if self._first_poke_at is None:
             self._first_poke_at = time.time()
         hook = VideoQueryHook(self.videoquery_conn_id, route=self.route)
+        outcome: VideoTask | Exception
         try:
-            task = hook.get_task(self.video_task_id)
-        except VideoTaskNotFoundError:
-            if self._unknown_is_final(context):
-                raise
-            self.log.info("Video task %r is not known to the gateway yet.", self.video_task_id)
-            return PokeReturnValue(is_done=False)
-        except (VideoQueryTransientError, VideoQueryResponseError) as err:
-            self.log.warning("Polling video task %r failed for now: %s", self.video_task_id, err)
-            return PokeReturnValue(is_done=False)
+            outcome = hook.get_task(self.video_task_id)
+        except Exception as err:
+            outcome = err
         finally:
             hook.close()
-        self.log.info("%s", task.summary())
-        ensure_not_failed(task)
-        if task.status is TaskStatus.SUCCEEDED:
-            return PokeReturnValue(is_done=True, xcom_value=task.model_dump(mode="json"))
-        return PokeReturnValue(is_done=False)
+        event = self._watch(context).after(outcome)
+        if event is None:
+            return PokeReturnValue(is_done=False)
+        task = task_from_event(event, self.video_task_id)
+        return PokeReturnValue(is_done=True, xcom_value=task.model_dump(mode="json"))
 
-    def _unknown_is_final(self, context: Context) -> bool:
+    def _watch(self, context: Context) -> Watch:
+        """The wait's state across pokes; its grace period counts from the first try (reschedule too)."""
         started = self._first_poke_at or time.time()
         if self.reschedule:
             first_try = context["ti"].get_first_reschedule_date(context)
             if first_try is not None:
                 started = first_try.timestamp()
-        return time.time() - started >= self.not_found_grace
+        if self._watch_state is None:
+            self._watch_state = Watch(self.video_task_id, float("inf"), 0.0, started, self.log)
+        self._watch_state.not_found_deadline = started + self.not_found_grace
+        return self._watch_state

@@ -12,26 +12,17 @@ import random
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
-from datetime import datetime, timezone
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_videoquery.events import EventStatus, failure_message, make_event
-from airflow_provider_videoquery.exceptions import (
-    VideoQueryAuthError,
-    VideoQueryError,
-    VideoQueryRequestError,
-    VideoQueryResponseError,
-    VideoQueryTransientError,
-    VideoTaskNotFoundError,
-)
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
-from airflow_provider_videoquery.models import TaskStatus, VideoTask
+from airflow_provider_videoquery.models import VideoTask
+from airflow_provider_videoquery.waiting import DEFAULT_NOT_FOUND_GRACE, Event, Watch
 
-#: How long a freshly created task may be unknown to the gateway before that is final.
-DEFAULT_NOT_FOUND_GRACE = 60.0
+__all__ = ["DEFAULT_NOT_FOUND_GRACE", "VideoTaskTrigger"]
+
 #: Jitter added to each sleep, as a fraction of the poll interval, so thousands of triggers spread out.
 _JITTER = 0.1
 #: A poll started at or after the deadline still gets this long to answer (one last look).
@@ -118,65 +109,30 @@ class VideoTaskTrigger(BaseTrigger):
         event = await self._wait()
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
 
-    async def _wait(self) -> dict[str, Any]:
-        """Poll until a terminal outcome and return its event; CancelledError propagates after cleanup."""
+    async def _wait(self) -> Event:
+        """Poll until the watch says the wait is over; CancelledError propagates after cleanup."""
+        watch = Watch(self.video_task_id, self.deadline, self.not_found_deadline, self.started_at, self.log)
         try:
             async with VideoQueryHook(
                 self.videoquery_conn_id, route=self.route, retry_policy=self._retry_policy()
             ) as hook:
-                return await self._poll_until_done(hook)
-        except (VideoQueryAuthError, VideoQueryRequestError) as err:
-            return self._event(EventStatus.ERROR, str(err), error=type(err))
-        except Exception as err:
-            return self._event(
-                EventStatus.ERROR,
-                f"Waiting for video task {self.video_task_id!r} stopped on an unexpected error: "
-                f"{type(err).__name__}: {err}",
-            )
+                return await self._poll(hook, watch)
+        except Exception as err:  # a broken set-up (route, connection): still exactly one event
+            return watch.stopped(err)
 
-    async def _poll_until_done(self, hook: VideoQueryHook) -> dict[str, Any]:
-        last: VideoTask | None = None
-        seen: tuple[TaskStatus, str | None, float | None] | None = None
-        told_unknown = False
+    async def _poll(self, hook: VideoQueryHook, watch: Watch) -> Event:
         while True:
-            remaining = self.deadline - time.time()
+            budget = max(self.deadline - time.time(), _LAST_POLL_BUDGET)
+            outcome: VideoTask | Exception
             try:
-                task = await _within(hook.aget_task(self.video_task_id), max(remaining, _LAST_POLL_BUDGET))
-            except VideoTaskNotFoundError as err:
-                if time.time() >= self.not_found_deadline:
-                    grace = self.not_found_deadline - self.started_at
-                    return self._event(
-                        EventStatus.ERROR,
-                        f"Video task {self.video_task_id!r} is still unknown to the gateway after the "
-                        f"{grace:.0f}s grace period: {err}",
-                        error=VideoTaskNotFoundError,
-                    )
-                if not told_unknown:
-                    told_unknown = True
-                    self.log.info(
-                        "Video task %r is not known to the gateway yet; it may just have been created.",
-                        self.video_task_id,
-                    )
-            except (VideoQueryTransientError, VideoQueryResponseError, asyncio.TimeoutError) as err:
-                self.log.warning(
-                    "Polling video task %r failed for now (%s); polling again until the deadline.",
-                    self.video_task_id,
-                    str(err) or "no answer before the deadline",
-                )
-            else:
-                last = task
-                if (task.status, task.raw_status, task.progress) != seen:
-                    seen = (task.status, task.raw_status, task.progress)
-                    self.log.info("%s", task.summary())
-                if task.status is TaskStatus.SUCCEEDED:
-                    return self._event(EventStatus.SUCCESS, f"Video task {task.id!r} succeeded.", task)
-                if task.status is TaskStatus.FAILED:
-                    return self._event(EventStatus.FAILED, failure_message(task), task)
-            remaining = self.deadline - time.time()
-            if remaining <= 0:
-                return self._event(EventStatus.TIMEOUT, self._timeout_message(last), last)
+                outcome = await _within(hook.aget_task(self.video_task_id), budget)
+            except Exception as err:
+                outcome = err
+            event = watch.after(outcome) or watch.expired()
+            if event is not None:
+                return event
             jitter = random.uniform(0, _JITTER * self.poll_interval)
-            await asyncio.sleep(min(remaining, self.poll_interval + jitter))
+            await asyncio.sleep(min(self.deadline - time.time(), self.poll_interval + jitter))
 
     def _retry_policy(self) -> RetryPolicy | None:
         fields: dict[str, Any] = {}
@@ -185,23 +141,3 @@ class VideoTaskTrigger(BaseTrigger):
         if self.retry_delay is not None:
             fields["base_delay"] = self.retry_delay
         return RetryPolicy(**fields) if fields else None
-
-    def _timeout_message(self, last: VideoTask | None) -> str:
-        waited = self.deadline - self.started_at
-        until = datetime.fromtimestamp(self.deadline, tz=timezone.utc).isoformat(timespec="seconds")
-        state = f"its last status was {last.summary()}" if last else "the gateway never reported a status"
-        return (
-            f"Video task {self.video_task_id!r} did not finish within {waited:.0f}s (deadline {until}); "
-            f"{state}. Raise the sensor's timeout if the model is slow, or check the task at the gateway."
-        )
-
-    def _event(
-        self,
-        status: EventStatus,
-        message: str,
-        task: VideoTask | None = None,
-        error: type[VideoQueryError] | None = None,
-    ) -> dict[str, Any]:
-        log = self.log.info if status is EventStatus.SUCCESS else self.log.warning
-        log("%s", message)
-        return make_event(status, message, self.video_task_id, task, error)
