@@ -19,6 +19,7 @@ from airflow_provider_videoquery.exceptions import VideoDownloadError, VideoTask
 from airflow_provider_videoquery.operators.videoquery import VideoDownloadOperator
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
 from tests import s3
+from tests.airflow_helpers import make_context
 from tests.s3 import MotoS3
 
 # The moto fixtures, made visible to this module's tests.
@@ -32,16 +33,8 @@ TASK = "veo3.1-fast:1764522552-Ab3dE9fGh1"
 NAME = "veo3.1-fast_1764522552-Ab3dE9fGh1.mp4"
 
 
-class FakeTI:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-def make_context() -> dict[str, Any]:
-    return {"ti": FakeTI(), "outlet_events": OutletEventAccessors()}
+def task_context() -> dict[str, Any]:
+    return make_context(outlet_events=OutletEventAccessors())
 
 
 def make_operator(tmp_path: Path, **kwargs: Any) -> VideoDownloadOperator:
@@ -76,7 +69,7 @@ def test_templated_fields() -> None:
 
 def test_finished_task_is_downloaded_into_folder(emulator: Any, tmp_path: Path) -> None:
     emulator.add_task(TASK, Scenario(video_size=3 * MiB, polls_to_complete=1))
-    context = make_context()
+    context = task_context()
 
     uri = make_operator(tmp_path).execute(context)
 
@@ -101,7 +94,7 @@ def test_unfinished_task_defers_then_downloads(emulator: Any, tmp_path: Path) ->
     operator = make_operator(tmp_path)
 
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute(make_context())
+        operator.execute(task_context())
 
     trigger = deferred.value.trigger
     assert isinstance(trigger, VideoTaskTrigger)
@@ -111,7 +104,7 @@ def test_unfinished_task_defers_then_downloads(emulator: Any, tmp_path: Path) ->
     assert listing(tmp_path / "out") == []
 
     event = run_trigger(trigger)
-    context = make_context()
+    context = task_context()
     uri = operator.execute_complete(context, event)
 
     assert uri == f"file://{tmp_path}/out/{NAME}"
@@ -121,7 +114,7 @@ def test_unfinished_task_defers_then_downloads(emulator: Any, tmp_path: Path) ->
 
 def test_not_deferrable_polls_on_the_worker(emulator: Any, tmp_path: Path) -> None:
     emulator.add_task(TASK, Scenario(polls_to_complete=4))
-    uri = make_operator(tmp_path, deferrable=False).execute(make_context())
+    uri = make_operator(tmp_path, deferrable=False).execute(task_context())
     assert uri.endswith(NAME)
     assert emulator.polls(TASK) == 4
 
@@ -129,20 +122,20 @@ def test_not_deferrable_polls_on_the_worker(emulator: Any, tmp_path: Path) -> No
 def test_not_deferrable_times_out(emulator: Any, tmp_path: Path) -> None:
     emulator.add_task(TASK, Scenario(polls_to_complete=1000))
     with pytest.raises(AirflowSensorTimeout, match=r"did not finish within 0s.*Raise the timeout"):
-        make_operator(tmp_path, deferrable=False, timeout=0.3).execute(make_context())
+        make_operator(tmp_path, deferrable=False, timeout=0.3).execute(task_context())
 
 
 def test_unfinished_without_wait_fails_clearly(emulator: Any, tmp_path: Path) -> None:
     emulator.add_task(TASK, Scenario(polls_to_complete=3))
     with pytest.raises(VideoDownloadError, match=r"Cannot download yet.*wait_for_completion=True"):
-        make_operator(tmp_path, wait_for_completion=False).execute(make_context())
+        make_operator(tmp_path, wait_for_completion=False).execute(task_context())
     assert listing(tmp_path / "out") == []
 
 
 def test_remote_failure_is_not_retried(emulator: Any, tmp_path: Path) -> None:
     emulator.add_task(TASK, Scenario(polls_to_complete=1, outcome="failed"))
     with pytest.raises(VideoTaskFailedError, match="failed at the gateway") as failed:
-        make_operator(tmp_path).execute(make_context())
+        make_operator(tmp_path).execute(task_context())
     assert isinstance(failed.value, AirflowFailException)
 
 
@@ -150,30 +143,30 @@ def test_failed_event_is_not_retried(emulator: Any, tmp_path: Path) -> None:
     emulator.add_task(TASK, Scenario(polls_to_complete=2, outcome="failed"))
     operator = make_operator(tmp_path)
     with pytest.raises(TaskDeferred) as deferred:
-        operator.execute(make_context())
+        operator.execute(task_context())
     event = run_trigger(deferred.value.trigger)
     assert event["status"] == EventStatus.FAILED.value
     with pytest.raises(VideoTaskFailedError):
-        operator.execute_complete(make_context(), event)
+        operator.execute_complete(task_context(), event)
 
 
 def test_timeout_event_raises_sensor_timeout(tmp_path: Path) -> None:
     event = make_event(EventStatus.TIMEOUT, "Video task did not finish", TASK)
     with pytest.raises(AirflowSensorTimeout):
-        make_operator(tmp_path).execute_complete(make_context(), event)
+        make_operator(tmp_path).execute_complete(task_context(), event)
 
 
 def test_rerun_is_idempotent_and_conflict_fails(emulator: Any, tmp_path: Path) -> None:
     emulator.add_task(TASK, Scenario(video_size=MiB, polls_to_complete=1))
-    first = make_operator(tmp_path).execute(make_context())
-    again = make_operator(tmp_path).execute(make_context())
+    first = make_operator(tmp_path).execute(task_context())
+    again = make_operator(tmp_path).execute(task_context())
     assert again == first
 
     (tmp_path / "out" / NAME).write_bytes(b"edited by someone")
     with pytest.raises(VideoDownloadError, match="overwrite=True"):
-        make_operator(tmp_path).execute(make_context())
+        make_operator(tmp_path).execute(task_context())
     assert (tmp_path / "out" / NAME).read_bytes() == b"edited by someone"
-    make_operator(tmp_path, overwrite=True).execute(make_context())
+    make_operator(tmp_path, overwrite=True).execute(task_context())
     assert (tmp_path / "out" / NAME).read_bytes() == emulator.expected_video(TASK)
     assert listing(tmp_path / "out") == [NAME]
 
@@ -181,7 +174,7 @@ def test_rerun_is_idempotent_and_conflict_fails(emulator: Any, tmp_path: Path) -
 def test_reset_mid_body_is_retried(emulator: Any, tmp_path: Path) -> None:
     emulator.add_task(TASK, Scenario(video_size=4 * MiB, polls_to_complete=1))
     emulator.add_fault(Fault("reset", route="video", times=1, after_bytes=2 * MiB))
-    make_operator(tmp_path).execute(make_context())
+    make_operator(tmp_path).execute(task_context())
     assert (tmp_path / "out" / NAME).read_bytes() == emulator.expected_video(TASK)
 
 
@@ -189,15 +182,15 @@ def test_exact_file_destination_and_max_bytes(emulator: Any, tmp_path: Path) -> 
     emulator.add_task(TASK, Scenario(video_size=2 * MiB, polls_to_complete=1))
     destination = f"file://{tmp_path}/out/clip.mp4"
     with pytest.raises(VideoDownloadError, match="above max_bytes"):
-        make_operator(tmp_path, destination=destination, max_bytes=MiB).execute(make_context())
+        make_operator(tmp_path, destination=destination, max_bytes=MiB).execute(task_context())
     assert listing(tmp_path / "out") == []
-    assert make_operator(tmp_path, destination=destination).execute(make_context()) == destination
+    assert make_operator(tmp_path, destination=destination).execute(task_context()) == destination
 
 
 def test_thumbnail_is_stored_next_to_the_video(emulator: Any, tmp_path: Path) -> None:
     grok = "grok-video-3:0b3c2f6e-8f0e-4f5e-9a57-5d9f2a1c7e11"
     emulator.add_task(grok, Scenario(polls_to_complete=1))
-    context = make_context()
+    context = task_context()
     make_operator(tmp_path, video_task_id=grok, include_thumbnail=True).execute(context)
 
     name = "grok-video-3_0b3c2f6e-8f0e-4f5e-9a57-5d9f2a1c7e11"
@@ -208,7 +201,7 @@ def test_thumbnail_is_stored_next_to_the_video(emulator: Any, tmp_path: Path) ->
 
 def test_missing_thumbnail_stores_the_video_only(emulator: Any, tmp_path: Path) -> None:
     emulator.add_task(TASK, Scenario(polls_to_complete=1, family="veo"))
-    context = make_context()
+    context = task_context()
     make_operator(tmp_path, include_thumbnail=True).execute(context)
     assert listing(tmp_path / "out") == [NAME]
     assert context["ti"].xcom["video"]["thumbnail"] is None
@@ -217,7 +210,7 @@ def test_missing_thumbnail_stores_the_video_only(emulator: Any, tmp_path: Path) 
 def test_openai_route_content_needs_the_key(emulator: Any, tmp_path: Path) -> None:
     video_id = "video_68d7512d07848190b3e45da0ecbebcde"
     emulator.add_task(video_id, Scenario(family="openai", polls_to_complete=1, video_size=MiB))
-    uri = make_operator(tmp_path, video_task_id=video_id, route="openai").execute(make_context())
+    uri = make_operator(tmp_path, video_task_id=video_id, route="openai").execute(task_context())
     assert (tmp_path / "out" / f"{video_id}.mp4").read_bytes() == emulator.expected_video(video_id)
     assert uri.endswith(f"{video_id}.mp4")
 
@@ -226,7 +219,7 @@ def test_outlets_get_asset_events(emulator: Any, tmp_path: Path) -> None:
     emulator.add_task(TASK, Scenario(polls_to_complete=1))
     asset = Asset("videos", uri=f"file://{tmp_path}/out/")
     alias = AssetAlias("generated-videos")
-    context = make_context()
+    context = task_context()
 
     uri = make_operator(tmp_path, outlets=[asset, alias]).execute(context)
 
@@ -243,7 +236,7 @@ def test_s3_destination(emulator: Any, moto_server: MotoS3, s3_bucket: str, tmp_
     operator = make_operator(
         tmp_path, destination=f"s3://{s3_bucket}/generated/", destination_conn_id="aws_default"
     )
-    context = make_context()
+    context = task_context()
 
     uri = operator.execute(context)
 
@@ -262,5 +255,5 @@ def test_s3_html_body_leaves_nothing(
         tmp_path, destination=f"s3://{s3_bucket}/generated/", destination_conn_id="aws_default"
     )
     with pytest.raises(VideoDownloadError, match="text/html"):
-        operator.execute(make_context())
+        operator.execute(task_context())
     assert moto_server.keys(s3_bucket) == []

@@ -37,6 +37,7 @@ from airflow_provider_videoquery.storage import (
     store_url,
 )
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
+from tests.airflow_helpers import make_context
 from tests.conftest import API_KEY, connection_json
 from tests.test_faults_e2e import assert_key_nowhere, listing, load_dag, run_dag, use_dags_folder
 
@@ -44,18 +45,6 @@ pytestmark = pytest.mark.timeout(60)
 
 FAST = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)
 TASK = "veo3.1-fast:1764522552-Security01"
-
-
-class FakeTI:
-    def __init__(self) -> None:
-        self.xcom: dict[str, Any] = {}
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.xcom[key] = value
-
-
-def make_context() -> dict[str, Any]:
-    return {"ti": FakeTI()}
 
 
 def download(tmp_path: Path, video_task_id: str = TASK, **kwargs: Any) -> tuple[str, dict[str, Any]]:
