@@ -37,6 +37,7 @@ def test_waits_all_sides_complete() -> None:
 
 @pytest.mark.timeout(90)
 def test_download_file_and_s3() -> None:
+    pytest.importorskip("airflow.providers.amazon", reason="S3 needs the [s3] extra")
     with emulator() as emu, moto_s3() as s3:
         results = download.run(emu.url, 4 * MiB, 4 * MiB, s3.url, repeat=1, log=lambda _: None)
     sides = {(r["target"], r["side"]) for r in results}

@@ -32,6 +32,7 @@ from airflow_provider_videoquery.operators.videoquery import VideoCreateOperator
 from airflow_provider_videoquery.sensors.videoquery import VideoTaskSensor
 from airflow_provider_videoquery.storage import (
     DownloadSettings,
+    object_uri,
     resolve_destination,
     safe_file_name,
     store_url,
@@ -87,7 +88,10 @@ def test_resolved_config_never_shows_the_key(emulator: Emulator) -> None:
 @pytest.fixture
 def fresh_masker(monkeypatch: pytest.MonkeyPatch) -> Any:
     """Airflow's secrets masker with no patterns yet (restored afterwards)."""
-    from airflow.sdk.log import _secrets_masker
+    try:
+        from airflow.sdk.log import _secrets_masker
+    except ImportError:  # Airflow < 3.2
+        from airflow.sdk._shared.secrets_masker import _secrets_masker  # type: ignore[no-redef]
 
     masker = _secrets_masker()
     monkeypatch.setattr(masker, "patterns", set())
@@ -386,9 +390,9 @@ def test_destination_names_are_safe(video_task_id: str, tmp_path: Path) -> None:
     assert ".." not in name
     assert len(name) <= 160
     local = resolve_destination(f"file://{tmp_path}/out/", video_task_id)
-    assert local.as_uri() == f"file://{tmp_path}/out/{name}"
+    assert object_uri(local) == f"file://{tmp_path}/out/{name}"
     s3 = resolve_destination("s3://bucket/videos/", video_task_id, conn_id="aws_default")
-    assert s3.as_uri() == f"s3://bucket/videos/{name}"
+    assert object_uri(s3) == f"s3://bucket/videos/{name}"
 
 
 @pytest.mark.parametrize("video_task_id", HOSTILE_IDS, ids=lambda s: repr(s[:24]))
