@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("--only", default="waits,download,parse", help="comma list of waits, download, parse")
     p.add_argument("--sizes", type=_ints, default=[100, 1000, 10000], help="concurrent waits per run")
-    p.add_argument("--sides", default=",".join(waits.SIDES), help="comma list of aiohttp, trigger, httpx")
+    p.add_argument(
+        "--sides", default=",".join(waits.SIDES), help="comma list of aiohttp, trigger, httpx, trigger+freeze"
+    )
     p.add_argument("--httpx-max", type=int, default=1000, help="largest N the bare httpx loop runs at")
     p.add_argument("--budget", type=float, default=300.0, help="seconds before one waits run is cut")
     p.add_argument("--file-size", type=int, default=1024 * MiB, help="bytes downloaded to file://")

@@ -38,6 +38,8 @@ from benchmarks._common import (
 )
 
 SIDES = ("aiohttp", "trigger", "httpx")
+#: Run on request (``--sides``): the trigger with ``gc.freeze()`` once all waits have started.
+EXTRA_SIDES = ("trigger+freeze",)
 POLLS_TO_COMPLETE = 4
 #: Poll requests per second the interval is scaled to, so the emulator (one core) keeps up.
 TARGET_POLL_RATE = 500.0
@@ -187,8 +189,13 @@ _SIDE_FACTORIES = {"trigger": _trigger_side, "aiohttp": _aiohttp_side, "httpx": 
 
 
 async def measure(side: str, n: int, interval: float, url: str, budget: float) -> dict[str, Any]:
-    """Run N waits of ``side`` in this loop; the emulator must already know ``task_ids(n)``."""
-    wait, close = await _SIDE_FACTORIES[side](url, interval)
+    """Run N waits of ``side`` in this loop; the emulator must already know ``task_ids(n)``.
+
+    ``trigger+freeze`` is the trigger side with ``gc.freeze()`` once every wait has started: what a
+    triggerer deployment can do so full collections stop walking every long-lived trigger.
+    """
+    freeze = side.endswith("+freeze")
+    wait, close = await _SIDE_FACTORIES[side.removesuffix("+freeze")](url, interval)
     await wait(_WARMUP_ID)  # lazy imports, the client, the thread pool: all before the baseline
     base_polls = await asyncio.to_thread(_polls, url)
     gc.collect()
@@ -215,6 +222,9 @@ async def measure(side: str, n: int, interval: float, url: str, budget: float) -
     for task_id in task_ids(n):
         tasks.append(asyncio.create_task(one(task_id)))
         await asyncio.sleep(0)
+    if freeze:
+        await asyncio.sleep(0.1)  # let every wait start its first poll
+        gc.freeze()
     _, pending = await asyncio.wait(tasks, timeout=max(0.0, budget - (time.perf_counter() - started)))
     for task in pending:
         task.cancel()
@@ -277,7 +287,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.waits", description=__doc__)
-    parser.add_argument("--side", choices=SIDES, required=True)
+    parser.add_argument("--side", choices=SIDES + EXTRA_SIDES, required=True)
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--interval", type=float, required=True)
     parser.add_argument("--url", required=True)
