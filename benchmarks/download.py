@@ -6,7 +6,7 @@ it had after all imports (and, for S3, after the filesystem was set up): ``ru_ma
 
 * ``curl``: ``curl -o`` from the same server to the same disk (the reference);
 * ``provider``: the operator's real path, ``storage.store_url`` with ``DownloadSettings.for_gateway``
-  (redirect checks, sha256, temporary object, atomic move);
+  (redirect checks, sha256; ``file://``: temporary + rename, S3: multipart upload of the final key);
 * ``httpx-raw``: sync httpx ``iter_raw`` into a plain file (the Python floor, no checks);
 * ``boto3``: ``upload_fileobj`` straight from the HTTP stream (the S3 floor).
 

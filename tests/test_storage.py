@@ -7,7 +7,9 @@ at the destination.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from airflow_provider_videoquery.storage import (
     safe_file_name,
     store_url,
 )
+from airflow_provider_videoquery.storage import sinks as storage_sinks
+from airflow_provider_videoquery.storage.transport import BlockTransport
 from tests import s3
 from tests.conftest import API_KEY
 from tests.s3 import MotoS3
@@ -449,3 +453,79 @@ def test_s3_rerun_conflict_and_overwrite(emulator: Any, moto_server: MotoS3, s3_
     assert replaced.reused is False
     assert moto_server.read(s3_bucket, KEY) == emulator.expected_video(TASK)
     assert moto_server.keys(s3_bucket) == [KEY]
+
+
+def test_s3_writes_the_final_key_directly(
+    emulator: Any, moto_server: MotoS3, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No temporary key and no copy: the multipart upload of the final key is the only write."""
+    url = video_task(emulator, size=20 * MiB)
+    written: list[str] = []
+    original = storage_sinks.Sink.__init__
+
+    def spy(self: Any, path: ObjectStoragePath, *, temporary: bool) -> None:
+        written.append(f"{path.path} temporary={temporary}")
+        original(self, path, temporary=temporary)
+
+    monkeypatch.setattr(storage_sinks.Sink, "__init__", spy)
+    stored = store_url(url, s3_target(s3_bucket), settings_for(emulator))
+    assert written == [f"{s3_bucket}/{KEY} temporary=False"]
+    assert stored.sha256 == sha(emulator.expected_video(TASK))
+    assert moto_server.keys(s3_bucket) == [KEY]
+    assert moto_server.uploads(s3_bucket) == []
+
+
+def test_s3_failed_overwrite_keeps_the_old_object(emulator: Any, moto_server: MotoS3, s3_bucket: str) -> None:
+    """overwrite=True writes the final key directly; a failure aborts the upload, the old object stays."""
+    url = video_task(emulator, size=20 * MiB)
+    moto_server.client().put_object(Bucket=s3_bucket, Key=KEY, Body=b"old")
+    emulator.add_fault(Fault("truncate", route="video", after_bytes=17 * MiB))
+    with pytest.raises(VideoDownloadError, match="still failed after 3 attempts"):
+        store_url(url, s3_target(s3_bucket), settings_for(emulator), overwrite=True)
+    assert moto_server.keys(s3_bucket) == [KEY]
+    assert moto_server.read(s3_bucket, KEY) == b"old"
+    assert moto_server.uploads(s3_bucket) == []
+
+
+def test_download_client_reads_in_blocks_unless_a_proxy_is_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = DownloadSettings()
+    with new_client(settings) as client:
+        assert isinstance(client._transport, BlockTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.com:3128")
+    with new_client(settings) as client:
+        assert not isinstance(client._transport, BlockTransport)  # httpx's own, which honours it
+
+
+def test_chunked_body_without_length_is_read_in_blocks(tmp_path: Path) -> None:
+    """The block transport also decodes chunked bodies (no Content-Length: no size known up front)."""
+    body = b"\x00\x00\x00\x20ftypisom" + bytes(range(256)) * (12 * 1024)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for start in range(0, len(body), 100_000):
+                piece = body[start : start + 100_000]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v.mp4"
+        stored = store_url(url, target(tmp_path), DownloadSettings(retry=FAST_RETRY))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert stored.size == len(body)
+    assert stored.sha256 == sha(body)
+    assert (folder_of(tmp_path) / stored.path.name).read_bytes() == body

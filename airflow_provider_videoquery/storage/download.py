@@ -6,12 +6,12 @@ partial object behind:
 
 * redirects are followed by hand, at most ``max_redirects`` hops, each hop checked: http(s) only, the
   optional host allow-list, and the API key sent only to the gateway's own origin, never to a CDN;
-* the body streams into a temporary object beside the destination (``.<name>.part-<random>``) in
-  blocks of about 1 MiB while its sha256 is computed (memory stays flat whatever the size);
+* the body is read in blocks of 1 MiB into one reused buffer (:mod:`.transport`), hashed and handed to a
+  :class:`~.sinks.Sink` (memory stays flat whatever the size);
 * what arrived is checked (status, Content-Type, the MP4 ``ftyp`` box, size limits, Content-Length);
 * resets, truncations, 5xx and timeouts are retried with backoff, resuming with ``Range`` when the
-  server supports it; any failure removes the temporary;
-* only a complete, verified file is moved into place; an identical existing object is kept as is.
+  server supports it; any failure removes (or aborts) what was written;
+* only a complete, verified file reaches the destination; an identical existing object is kept as is.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import secrets
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
@@ -29,26 +28,25 @@ from typing import Any
 
 import httpx
 from airflow.sdk import ObjectStoragePath
-from fsspec.implementations.local import LocalFileSystem
 
 from airflow_provider_videoquery.exceptions import VideoDownloadError
 from airflow_provider_videoquery.hooks._http import (
     RETRYABLE_STATUS,
-    USER_AGENT,
     GatewayConfig,
     RetryPolicy,
     certificate_refused,
     describe,
     retry_after,
 )
+from airflow_provider_videoquery.storage.paths import object_uri
+from airflow_provider_videoquery.storage.sinks import DIRECT_PROTOCOLS, WRITE_BLOCK_SIZE, Sink
+from airflow_provider_videoquery.storage.transport import READINTO, Readinto, download_client
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-#: Bytes handed to storage per write (and hashed per update).
+#: Bytes read, hashed and handed to storage per block.
 CHUNK_SIZE = 1 * MiB
-#: Buffer of the storage file: the multipart part size on S3-like stores (their minimum is 5 MiB).
-WRITE_BLOCK_SIZE = 8 * MiB
 DEFAULT_MAX_BYTES = 8 * 1024 * MiB
 DEFAULT_MAX_REDIRECTS = 5
 DEFAULT_DOWNLOAD_RETRY = RetryPolicy(max_attempts=5, base_delay=1.0, max_delay=30.0)
@@ -61,7 +59,6 @@ _EXPIRED_STATUS = frozenset({401, 403, 404, 410})
 _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 _TEXTUAL_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "application/problem")
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class ContentKind(str, Enum):
@@ -122,42 +119,10 @@ class StoredObject:
         return object_uri(self.path)
 
 
-def object_uri(path: ObjectStoragePath) -> str:
-    """``scheme://bucket/key`` with no connection id, on every Airflow 3 (3.1's ``as_uri()`` embeds it)."""
-    if path.protocol == "file":
-        return path.as_uri()
-    return f"{path.protocol}://{path.path}"
-
-
-def safe_file_name(video_task_id: str, suffix: str = ".mp4") -> str:
-    """A file name from a task id: only ``[A-Za-z0-9._-]``, no leading dot, no ``..``, no scheme."""
-    # Cut before stripping, so a cut that ends on "." cannot leave ".." in front of the suffix.
-    name = _UNSAFE_NAME.sub("_", video_task_id).replace("..", "_")[:150].strip("._-")
-    return f"{name or 'video'}{suffix}"
-
-
-def resolve_destination(
-    destination: str, video_task_id: str, conn_id: str | None = None, suffix: str = ".mp4"
-) -> ObjectStoragePath:
-    """The target object: ``destination`` itself, or, when it ends with ``/``, a file named after the task."""
-    if not destination or not destination.strip():
-        raise VideoDownloadError(
-            "The download destination is empty: give a file URI or a folder ending in '/'."
-        )
-    destination = destination.strip()
-    if destination.endswith("/"):
-        return ObjectStoragePath(destination, conn_id=conn_id) / safe_file_name(video_task_id, suffix)
-    return ObjectStoragePath(destination, conn_id=conn_id)
-
-
 def new_client(settings: DownloadSettings) -> httpx.Client:
-    """A client for downloads: no automatic redirects (each hop is checked) and no compression."""
-    return httpx.Client(
-        verify=settings.verify_ssl,
-        timeout=settings.timeout,
-        follow_redirects=False,
-        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-    )
+    """A client for downloads: no automatic redirects (each hop is checked), no compression, and
+    bodies read in large blocks (:func:`.transport.download_client`)."""
+    return download_client(settings.verify_ssl, settings.timeout)
 
 
 def store_url(
@@ -263,7 +228,9 @@ class _Download:
         self.client = client
         self.what = what
         self.trusted = _origin(httpx.URL(settings.trusted_origin)) if settings.trusted_origin else None
-        self.temp: _TempObject | None = None
+        self.sink: Sink | None = None
+        #: Sizes of objects already at a path (None: none there), each looked up once.
+        self.existing: dict[str, int | None] = {}
         self.total: int | None = None
         self.content_type: str | None = None
         self.suffix: str | None = None
@@ -280,7 +247,7 @@ class _Download:
             digest = self._fetch_with_retries()
             return self._place(digest)
         except BaseException:
-            self._drop_temp()
+            self._drop_sink()
             raise
 
     def _fetch_with_retries(self) -> str:
@@ -297,7 +264,7 @@ class _Download:
                         "The server looks unwell; retry the task later."
                     ) from None
                 delay = policy.delay(attempt - 1, err.retry_after)
-                resume = self.temp.size if self.temp is not None and self.resumable else 0
+                resume = self.sink.size if self.sink is not None and self.resumable else 0
                 log.warning(
                     "Downloading %s failed (%s); attempt %d of %d in %.1fs, %s.",
                     self.label,
@@ -308,23 +275,24 @@ class _Download:
                     f"resuming at byte {resume}" if resume else "starting over",
                 )
                 time.sleep(delay)
-        assert self.temp is not None
-        digest = self.temp.finish()
-        if self.total is not None and self.temp.size != self.total:
+        if self.sink is None:  # an empty body: nothing was written yet
+            self.sink = self._open_sink()
+        if self.total is not None and self.sink.size != self.total:
             raise VideoDownloadError(
-                f"Downloading {self.label}: got {self.temp.size} bytes but the server announced "
+                f"Downloading {self.label}: got {self.sink.size} bytes but the server announced "
                 f"{self.total}; not stored."
             )
+        digest = self.sink.finish()
         if self.progress is not None:
-            self.progress.done(self.temp.size)
+            self.progress.done(self.sink.size)
         return digest
 
     # -- one attempt ------------------------------------------------------------------------------
 
     def _attempt(self) -> None:
-        offset = self.temp.size if self.temp is not None and self.resumable else 0
+        offset = self.sink.size if self.sink is not None and self.resumable else 0
         if offset == 0:
-            self._drop_temp()
+            self._drop_sink()
         response = self._open(offset)
         try:
             offset = self._accept(response, offset)
@@ -359,7 +327,7 @@ class _Download:
                 return response
             if code == 416 and offset:
                 response.close()
-                self._drop_temp()
+                self._drop_sink()
                 raise _Transient("the server cannot resume at the bytes already received")
             self._refuse(response)
         raise VideoDownloadError(
@@ -432,11 +400,11 @@ class _Download:
                     self._check_headers(response, total)
                 return offset
             log.warning("The server answered an unusable range (%s); starting over.", response.headers)
-            self._drop_temp()
+            self._drop_sink()
             raise _Transient("the server sent another range than asked for")
         if offset:
             log.warning("The server ignored the resume request; downloading %s from the start.", self.what)
-            self._drop_temp()
+            self._drop_sink()
         self.total, self.suffix = None, None
         length = _int_header(response.headers.get("content-length"))
         self.resumable = response.headers.get("accept-ranges", "").strip().lower() == "bytes"
@@ -473,39 +441,46 @@ class _Download:
         """Fail before streaming when an existing object surely differs (its size does)."""
         if self.overwrite or total is None or self.suffix_from_content:
             return
-        fs, path = self.destination.fs, self.destination.path
-        with suppress(Exception):
-            fs.invalidate_cache(path)
-        if fs.exists(path) and fs.size(path) != total:
-            raise self._conflict(f"it holds {fs.size(path)} bytes, the download has {total}")
+        existing = self._existing_size(self.destination)
+        if existing is not None and existing != total:
+            raise self._conflict(f"it holds {existing} bytes, the download has {total}")
+
+    def _existing_size(self, path: ObjectStoragePath, fresh: bool = False) -> int | None:
+        """The size of the object at ``path``, None when there is none: one ``info`` call per path."""
+        if fresh or path.path not in self.existing:
+            fs = path.fs
+            with suppress(Exception):
+                fs.invalidate_cache(path.path)
+            try:
+                size: int | None = int(fs.info(path.path).get("size") or 0)
+            except FileNotFoundError:
+                size = None
+            self.existing[path.path] = size
+        return self.existing[path.path]
 
     def _stream(self, response: httpx.Response, offset: int) -> None:
         received = offset
-        pending: list[bytes] = []
-        pending_size = 0
+        readinto: Readinto | None = response.extensions.get(READINTO)
+        blocks = _read_blocks(readinto) if readinto is not None else _join_chunks(response.iter_raw())
         try:
-            for chunk in response.iter_raw():
-                received += len(chunk)
+            for block in blocks:
+                received += len(block)
                 if received > self.settings.max_bytes:
                     raise VideoDownloadError(
                         f"Downloading {self.label}: more than max_bytes={self.settings.max_bytes} bytes "
                         "arrived; stopped. Raise max_bytes if this size is expected."
                     )
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if self.suffix is None and pending_size >= _SNIFF_BYTES:
-                    self._sniff(b"".join(pending)[:_PREVIEW_BYTES])
-                if pending_size >= CHUNK_SIZE:
-                    self._write(pending)
-                    pending, pending_size = [], 0
-                    if self.progress is not None:
-                        self.progress.update(received)
+                if self.suffix is None:  # blocks are whole (>= 1 MiB) but for the last
+                    self._sniff(bytes(block[:_PREVIEW_BYTES]))
+                if self.sink is None:
+                    self.sink = self._open_sink()
+                self.sink.write(block)
+                if self.progress is not None:
+                    self.progress.update(received)
         except httpx.TransportError as err:
-            self._write(pending)
             raise _Transient(f"{describe(err)} after {received} bytes") from None
         if self.suffix is None:
-            self._sniff(b"".join(pending)[:_PREVIEW_BYTES])
-        self._write(pending)
+            self._sniff(b"")
         if self.total is not None and received < self.total:
             raise _Transient(f"the body ended after {received} of {self.total} bytes")
 
@@ -521,13 +496,6 @@ class _Download:
             )
         self.suffix = suffix
 
-    def _write(self, chunks: list[bytes]) -> None:
-        if not chunks:
-            return
-        if self.temp is None:
-            self.temp = _TempObject(self.destination)
-        self.temp.write(chunks)
-
     # -- placement --------------------------------------------------------------------------------
 
     def _final_path(self) -> ObjectStoragePath:
@@ -535,27 +503,37 @@ class _Download:
             return self.destination.with_suffix(self.suffix)
         return self.destination
 
+    def _open_sink(self) -> Sink:
+        """The final S3 key itself when nothing is to be compared with; a temporary object otherwise."""
+        final = self._final_path()
+        if final.protocol in DIRECT_PROTOCOLS and (self.overwrite or self._existing_size(final) is None):
+            return Sink.direct(final)
+        return Sink.beside(final)
+
     def _place(self, digest: str) -> StoredObject:
-        assert self.temp is not None
-        final, size = self._final_path(), self.temp.size
-        fs = final.fs
-        with suppress(Exception):
-            fs.invalidate_cache(final.path)
-        if fs.exists(final.path) and not self.overwrite:
-            existing = fs.size(final.path)
+        assert self.sink is not None
+        final, size = self._final_path(), self.sink.size
+        if not self.sink.temporary:  # the upload completed at the destination itself
+            self.sink = None
+            return self._placed(final, size, digest)
+        existing = None if self.overwrite else self._existing_size(final, fresh=True)
+        if existing is not None:
             if existing == size and sha256_of(final) == digest:
                 log.info(
                     "%s already holds this exact file (sha256 %s); keeping it.", object_uri(final), digest
                 )
-                self._drop_temp()
+                self._drop_sink()
                 return self._stored(final, size, digest, reused=True)
             raise self._conflict(
                 f"it holds {existing} bytes"
                 + (" with another sha256" if existing == size else f", the download has {size}"),
                 final,
             )
-        fs.mv(self.temp.path.path, final.path)
-        self.temp = None
+        final.fs.mv(self.sink.path.path, final.path)
+        self.sink = None
+        return self._placed(final, size, digest)
+
+    def _placed(self, final: ObjectStoragePath, size: int, digest: str) -> StoredObject:
         log.info("Stored %s (%d bytes, sha256 %s) at %s.", self.label, size, digest, object_uri(final))
         return self._stored(final, size, digest, reused=False)
 
@@ -569,53 +547,10 @@ class _Download:
             "replace it, or choose another destination."
         )
 
-    def _drop_temp(self) -> None:
-        if self.temp is not None:
-            temp, self.temp = self.temp, None
-            temp.discard()
-
-
-class _TempObject:
-    """A temporary object beside the destination, hashed as it is written; ``size`` counts the bytes.
-
-    Hashing and writing stay on the receiving thread: measured on 2 cores, handing blocks to a
-    worker thread was slower (GIL hand-offs) than doing both inline on ~1 MiB blocks.
-    """
-
-    def __init__(self, destination: ObjectStoragePath) -> None:
-        self.path = destination.parent / f".{destination.name}.part-{secrets.token_hex(6)}"
-        self.fs = destination.fs
-        if isinstance(self.fs, LocalFileSystem):
-            self.fs.makedirs(self.path.parent.path, exist_ok=True)
-        self.size = 0
-        self._hash = hashlib.sha256()
-        self._file: Any = self.fs.open(self.path.path, "wb", block_size=WRITE_BLOCK_SIZE)
-
-    def write(self, chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            self._hash.update(chunk)
-            self._file.write(chunk)
-            self.size += len(chunk)
-
-    def finish(self) -> str:
-        """Flush and close the object; return its sha256."""
-        self._file.close()
-        return self._hash.hexdigest()
-
-    def discard(self) -> None:
-        """Abandon the write and remove whatever reached storage; never raises."""
-        abort = getattr(self._file, "discard", None)
-        with suppress(Exception):
-            if callable(abort) and not self._file.closed:
-                abort()  # an S3 multipart upload: abort it instead of completing a partial object
-            self._file.close()
-        try:
-            with suppress(Exception):
-                self.fs.invalidate_cache(self.path.path)
-            if self.fs.exists(self.path.path):
-                self.fs.rm(self.path.path)
-        except Exception:
-            log.warning("Could not remove the temporary object %s", object_uri(self.path), exc_info=True)
+    def _drop_sink(self) -> None:
+        if self.sink is not None:
+            sink, self.sink = self.sink, None
+            sink.discard()
 
 
 class _Progress:
@@ -651,6 +586,28 @@ class _Progress:
 
 
 # -- small helpers ----------------------------------------------------------------------------------
+
+
+def _read_blocks(readinto: Readinto) -> Iterator[memoryview]:
+    """The body in blocks of ``CHUNK_SIZE`` (shorter only at its end) in one reused buffer: each block
+    is valid until the next one is read."""
+    buffer = memoryview(bytearray(CHUNK_SIZE))
+    while count := readinto(buffer):
+        yield buffer[:count]
+
+
+def _join_chunks(chunks: Iterator[bytes]) -> Iterator[memoryview]:
+    """The same blocks from any other httpx stream (a proxy's, a test's ``MockTransport``)."""
+    pending: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        size += len(chunk)
+        if size >= CHUNK_SIZE:
+            yield memoryview(b"".join(pending))
+            pending, size = [], 0
+    if pending:
+        yield memoryview(b"".join(pending))
 
 
 def _video_suffix(head: bytes) -> str | None:
@@ -708,8 +665,7 @@ __all__ = [
     "DownloadSettings",
     "StoredObject",
     "iter_object",
-    "resolve_destination",
-    "safe_file_name",
+    "new_client",
     "sha256_of",
     "store_url",
 ]

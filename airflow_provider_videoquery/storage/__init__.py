@@ -1,0 +1,37 @@
+"""The streaming, verified, atomic download of a video (or its thumbnail) into an ``ObjectStoragePath``.
+
+* :mod:`.download` — ``store_url``: redirects checked hop by hop, response checks, retries with
+  ``Range`` resume, placement;
+* :mod:`.transport` — the HTTP client of downloads, reading bodies in 1 MiB blocks into a reused buffer;
+* :mod:`.sinks` — where the bytes go: a temporary object renamed into place, or the final S3 key
+  through a multipart upload that is invisible until complete;
+* :mod:`.paths` — destination names and connection-free URIs.
+"""
+
+from airflow_provider_videoquery.storage.download import (
+    CHUNK_SIZE,
+    DEFAULT_MAX_BYTES,
+    ContentKind,
+    DownloadSettings,
+    StoredObject,
+    iter_object,
+    new_client,
+    sha256_of,
+    store_url,
+)
+from airflow_provider_videoquery.storage.paths import object_uri, resolve_destination, safe_file_name
+
+__all__ = [
+    "CHUNK_SIZE",
+    "DEFAULT_MAX_BYTES",
+    "ContentKind",
+    "DownloadSettings",
+    "StoredObject",
+    "iter_object",
+    "new_client",
+    "object_uri",
+    "resolve_destination",
+    "safe_file_name",
+    "sha256_of",
+    "store_url",
+]
