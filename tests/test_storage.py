@@ -83,15 +83,26 @@ def sha(data: bytes) -> str:
 # -- names ------------------------------------------------------------------------------------------
 
 
+def short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+@pytest.mark.parametrize(("one", "other"), [("a/b", "a_b"), ("видео", "видеа"), ("x:y", "x?y")])
+def test_ids_that_sanitise_alike_get_different_names(one: str, other: str) -> None:
+    assert safe_file_name(one) != safe_file_name(other)
+
+
 @pytest.mark.parametrize(
     ("task_id", "name"),
     [
         ("veo3.1-fast:1764522552-Ab3dE9fGh1", "veo3.1-fast_1764522552-Ab3dE9fGh1.mp4"),
         ("sora-2:task_01k6x15vhrff09dkkqjrzwhm60", "sora-2_task_01k6x15vhrff09dkkqjrzwhm60.mp4"),
-        ("../../etc/passwd", "etc_passwd.mp4"),
-        ("s3://other-bucket/key", "s3_other-bucket_key.mp4"),
-        ("a/../b..c", "a___b_c.mp4"),
-        ("..", "video.mp4"),
+        ("876203112", "876203112.mp4"),
+        # Lossy names carry a short hash of the id, so two ids never share a file.
+        ("../../etc/passwd", f"etc_passwd-{short_hash('../../etc/passwd')}.mp4"),
+        ("s3://other-bucket/key", f"s3_other-bucket_key-{short_hash('s3://other-bucket/key')}.mp4"),
+        ("a/../b..c", f"a___b_c-{short_hash('a/../b..c')}.mp4"),
+        ("..", f"{short_hash('..')}.mp4"),
         ("", "video.mp4"),
     ],
 )
@@ -104,7 +115,7 @@ def test_safe_file_name(task_id: str, name: str) -> None:
 
 def test_resolve_destination_folder_and_file(tmp_path: Path) -> None:
     folder = resolve_destination(f"file://{tmp_path}/out/", "grok-video-3:abc/../x")
-    assert folder.as_uri() == f"file://{tmp_path}/out/grok-video-3_abc___x.mp4"
+    assert folder.as_uri() == f"file://{tmp_path}/out/grok-video-3_abc___x-22a9b130ae.mp4"
     exact = resolve_destination(f"file://{tmp_path}/clip.mov", TASK)
     assert exact.as_uri() == f"file://{tmp_path}/clip.mov"
     with pytest.raises(VideoDownloadError, match="empty"):

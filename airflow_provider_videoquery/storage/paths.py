@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from airflow.sdk import ObjectStoragePath
@@ -19,9 +20,16 @@ def object_uri(path: ObjectStoragePath) -> str:
 
 
 def safe_file_name(video_task_id: str, suffix: str = ".mp4") -> str:
-    """A file name from a task id: only ``[A-Za-z0-9._-]``, no leading dot, no ``..``, no scheme."""
+    """A file name from a task id: only ``[A-Za-z0-9._-]``, no leading dot, no ``..``, no scheme.
+
+    Ids of the usual shape (``sora-2:task_01k…``) only trade ``:`` for ``_``; any other change loses
+    information, so the name then ends with a short hash of the id and two ids never share a file.
+    """
     # Cut before stripping, so a cut that ends on "." cannot leave ".." in front of the suffix.
     name = _UNSAFE_NAME.sub("_", video_task_id).replace("..", "_")[:150].strip("._-")
+    if name != video_task_id.replace(":", "_"):
+        digest = hashlib.sha256(video_task_id.encode()).hexdigest()[:10]
+        name = f"{name[:139].rstrip('._-')}-{digest}".lstrip("-")
     return f"{name or 'video'}{suffix}"
 
 
