@@ -81,3 +81,19 @@ def sync_connection_apis_raise(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(Connection, "get", classmethod(guarded(Connection.get.__func__)))
     extra = Connection.extra_dejson
     monkeypatch.setattr(Connection, "extra_dejson", property(guarded(extra.fget)))
+
+
+@pytest.fixture
+def trigger_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The video task ids of every ``VideoTaskTrigger.run()`` started during the test, in order."""
+    from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
+
+    started: list[str] = []
+    original_run = VideoTaskTrigger.run
+
+    def spy_run(self: VideoTaskTrigger) -> Any:
+        started.append(self.video_task_id)
+        return original_run(self)
+
+    monkeypatch.setattr(VideoTaskTrigger, "run", spy_run)
+    return started

@@ -9,27 +9,18 @@ from typing import Any
 import pytest
 
 from airflow_provider_videoquery.emulator import Scenario
-from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
 from tests.airflow_helpers import load_dag, read_xcom
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_example_download_dag(
-    airflow_db: str, emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    airflow_db: str, emulator: Any, trigger_runs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.utils.state import DagRunState, TaskInstanceState
 
     # Query 1 (the download's own look on the worker) sees it queued; query 2 (the trigger's) done.
     emulator.set_default(Scenario(polls_to_complete=2, video_size=3 * 1024 * 1024 + 5))
-    trigger_runs: list[str] = []
-    original_run = VideoTaskTrigger.run
-
-    def spy_run(self: VideoTaskTrigger) -> Any:
-        trigger_runs.append(self.video_task_id)
-        return original_run(self)
-
-    monkeypatch.setattr(VideoTaskTrigger, "run", spy_run)
     dag = load_dag("example_videoquery_download")
     assert dag.params["destination"] == "file:///tmp/videoquery-demo/"
 

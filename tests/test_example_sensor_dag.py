@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from airflow_provider_videoquery.emulator import Scenario
-from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
 from tests.airflow_helpers import load_dag, read_xcom
 from tests.conftest import connection_json
 
@@ -17,21 +16,13 @@ TASK_ID = "sora-2:task_01k6exampledagtest00000000"
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_example_dag_defers_and_resumes(
-    airflow_db: str, emulator: Any, monkeypatch: pytest.MonkeyPatch
+    airflow_db: str, emulator: Any, trigger_runs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.utils.state import DagRunState, TaskInstanceState
 
     monkeypatch.setenv("AIRFLOW_CONN_VIDEOQUERY_DEFAULT", connection_json(emulator.url, timeout=5))
     # Poll 1 (the sensor's own poke on the worker) sees it queued; poll 2 (the trigger's) sees it done.
     emulator.add_task(TASK_ID, Scenario(polls_to_complete=2))
-    trigger_runs: list[str] = []
-    original_run = VideoTaskTrigger.run
-
-    def spy_run(self: VideoTaskTrigger) -> Any:
-        trigger_runs.append(self.video_task_id)
-        return original_run(self)
-
-    monkeypatch.setattr(VideoTaskTrigger, "run", spy_run)
     dag = load_dag("example_videoquery_sensor")
     assert dag.get_task("wait_for_video").deferrable is True
 

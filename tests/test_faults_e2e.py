@@ -9,7 +9,6 @@ XCom values, rendered templates, trigger kwargs and events. docs/reliability.md 
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import logging
 import time
@@ -23,6 +22,7 @@ import pytest
 from airflow_provider_videoquery.emulator import Emulator, Fault, Scenario
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
+from tests import airflow_helpers
 from tests.conftest import API_KEY, connection_json
 
 pytestmark = pytest.mark.timeout(120)
@@ -91,13 +91,7 @@ def use_dags_folder(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
 
 
 def load_dag(folder: Path, file_name: str = "videoquery_faults_e2e.py") -> Any:
-    path = folder / file_name
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
+    return airflow_helpers.load_dag(folder / file_name)
 
 
 @dataclass

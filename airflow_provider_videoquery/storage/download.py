@@ -656,16 +656,3 @@ def _body_preview(response: httpx.Response) -> str:
                 break
     text = data[:_PREVIEW_BYTES].decode("utf-8", "replace").strip().replace("\n", " ")
     return text + ("…" if len(data) > _PREVIEW_BYTES else "")
-
-
-__all__ = [
-    "CHUNK_SIZE",
-    "DEFAULT_MAX_BYTES",
-    "ContentKind",
-    "DownloadSettings",
-    "StoredObject",
-    "iter_object",
-    "new_client",
-    "sha256_of",
-    "store_url",
-]
