@@ -1,4 +1,4 @@
-# Every target sets itself up: a fresh clone needs only python3 (>= 3.10) and make.
+# Every target sets itself up: a fresh clone needs only python3 (>= 3.11) and make.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

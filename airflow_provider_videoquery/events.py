@@ -9,7 +9,7 @@ An event is a plain dict (it goes through ``airflow.sdk.serde`` and the metadata
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowSensorTimeout
@@ -24,7 +24,7 @@ from airflow_provider_videoquery.exceptions import (
 from airflow_provider_videoquery.models import TaskStatus, VideoTask
 
 
-class EventStatus(str, Enum):
+class EventStatus(StrEnum):
     SUCCESS = "success"
     FAILED = "failed"
     TIMEOUT = "timeout"

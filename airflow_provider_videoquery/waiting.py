@@ -8,10 +8,9 @@ poll again. The trigger yields that event; the sensor and the operator's worker-
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow_provider_videoquery.events import EventStatus, failure_message, make_event
@@ -29,7 +28,7 @@ from airflow_provider_videoquery.models import TaskStatus, VideoTask
 DEFAULT_NOT_FOUND_GRACE = 60.0
 
 #: Failures a wait rides out: the next poll may well succeed.
-_FOR_NOW = (VideoQueryTransientError, VideoQueryResponseError, asyncio.TimeoutError, TimeoutError)
+_FOR_NOW = (VideoQueryTransientError, VideoQueryResponseError, TimeoutError)
 #: Failures that end a wait with an event naming their type.
 _FINAL = (VideoQueryAuthError, VideoQueryRequestError)
 
@@ -91,7 +90,7 @@ class Watch:
         if (now if now is not None else time.time()) < self.deadline:
             return None
         waited = self.deadline - self.started_at
-        until = datetime.fromtimestamp(self.deadline, tz=timezone.utc).isoformat(timespec="seconds")
+        until = datetime.fromtimestamp(self.deadline, tz=UTC).isoformat(timespec="seconds")
         last = self.last
         state = f"its last status was {last.summary()}" if last else "the gateway never reported a status"
         return self._event(

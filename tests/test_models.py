@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -36,7 +36,7 @@ def seed(name: str) -> dict[str, Any]:
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
 
 
 # -- seeds: every normalized field ---------------------------------------------------------------------

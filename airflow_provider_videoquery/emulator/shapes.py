@@ -7,7 +7,7 @@ import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .scenarios import Family, Kind
@@ -213,9 +213,7 @@ def render_sora(v: View) -> dict[str, Any]:
         "n_frames": 450,
         "priority": 2,
         "operation": "simple_compose",
-        "created_at": datetime.fromtimestamp(v.task.created_at, timezone.utc)
-        .isoformat()
-        .replace("+00:00", "Z"),
+        "created_at": datetime.fromtimestamp(v.task.created_at, UTC).isoformat().replace("+00:00", "Z"),
         "n_variants": 1,
         "generations": [],
         "progress_pct": None if v.state.kind == "queued" else round(v.state.progress, 4),
@@ -291,7 +289,7 @@ def render_vidu(v: View) -> dict[str, Any]:
         "progress": round(v.state.progress * 100),
         "model": v.task.model,
         "prompt": v.prompt,
-        "created_at": datetime.fromtimestamp(v.task.created_at, timezone.utc).isoformat(),
+        "created_at": datetime.fromtimestamp(v.task.created_at, UTC).isoformat(),
         "creations": creations,
     }
 
@@ -342,6 +340,6 @@ def created_response(task: Task, route: str, now: float | None = None) -> dict[s
             "model": task.model,
             "prompt": str(task.body.get("prompt", "")),
             "credits": 0,
-            "created_at": datetime.fromtimestamp(task.created_at, timezone.utc).isoformat(),
+            "created_at": datetime.fromtimestamp(task.created_at, UTC).isoformat(),
         }
     return {"id": task.id, "status": "pending", "status_update_time": int(now * 1000)}

@@ -10,7 +10,7 @@ import json
 import random
 import ssl
 from collections.abc import Generator, Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
@@ -30,7 +30,7 @@ _BODY_PREVIEW = 200
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
 
-class Route(str, Enum):
+class Route(StrEnum):
     """Which query route a gateway serves a task on."""
 
     UNIFIED = "unified"

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -61,7 +61,7 @@ _TEXTUAL_TYPES = ("text/", "application/json", "application/xml", "application/x
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 
 
-class ContentKind(str, Enum):
+class ContentKind(StrEnum):
     """What a download must turn out to be."""
 
     VIDEO = "video"
