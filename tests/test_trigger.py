@@ -114,7 +114,7 @@ async def test_bad_key_is_an_error_at_once(emulator: Any, monkeypatch: pytest.Mo
 
 
 async def test_unknown_task_is_an_error_once_grace_has_passed(emulator: Any) -> None:
-    event = await only_event(make_trigger(grace=0.3))
+    event = await only_event(make_trigger(grace=1.0))
 
     assert event["status"] == "error"
     assert "still unknown" in event["message"]
