@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -331,3 +332,28 @@ def test_config_from_connection_fields() -> None:
 def test_missing_key_is_a_clear_error(builder: Callable[[], object]) -> None:
     with pytest.raises(VideoQueryAuthError, match="password"):
         builder()
+
+
+async def test_a_batch_of_hooks_looks_the_connection_up_once_a_minute(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_videoquery.hooks import videoquery
+
+    lookups: list[str] = []
+    real_lookup = videoquery.get_async_connection
+
+    async def counting_lookup(conn_id: str) -> Any:
+        lookups.append(conn_id)
+        return await real_lookup(conn_id)
+
+    monkeypatch.setattr(videoquery, "get_async_connection", counting_lookup)
+    emulator.add_task("veo3:c1", Scenario(family="veo", polls_to_complete=1))
+    hooks = [hook() for _ in range(10)]
+    await asyncio.gather(*(h.aget_task("veo3:c1") for h in hooks))
+    assert lookups == ["videoquery_default"]
+
+    monkeypatch.setattr(videoquery._recent_configs, "ttl", -1.0)  # the minute has passed
+    async with hook() as late:
+        await late.aget_task("veo3:c1")
+    assert lookups == ["videoquery_default"] * 2
+    await asyncio.gather(*(h.aclose() for h in hooks))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Generator
+from collections.abc import Callable, Coroutine, Generator
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -74,13 +74,14 @@ class VideoQueryHook(BaseHook):
     async def aconfig(self) -> GatewayConfig:
         """The connection, resolved once with async lookups only; fills the same slot as ``config``."""
         if "config" not in self.__dict__:
-            conn = await get_async_connection(self.videoquery_conn_id)
-            extra = await get_async_extra_dejson(conn)
-            self.__dict__["config"] = GatewayConfig.from_connection(
-                self.videoquery_conn_id, _base_url(conn), conn.password, extra
-            )
+            self.__dict__["config"] = await _recent_configs.resolve(self.videoquery_conn_id, self._lookup)
         config: GatewayConfig = self.__dict__["config"]
         return config
+
+    async def _lookup(self) -> GatewayConfig:
+        conn = await get_async_connection(self.videoquery_conn_id)
+        extra = await get_async_extra_dejson(conn)
+        return GatewayConfig.from_connection(self.videoquery_conn_id, _base_url(conn), conn.password, extra)
 
     def get_conn(self) -> httpx.Client:
         """The sync HTTP client (one per hook)."""
@@ -277,7 +278,39 @@ def _new_async_client(verify_ssl: bool) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport)
 
 
+class _RecentConfigs:
+    """Connections resolved on this event loop in the last minute, by conn id.
+
+    A batch of triggers starting together would otherwise look the same connection up once each:
+    concurrent hooks share one lookup, later ones reuse its result for ``ttl`` seconds, after which the
+    next hook looks it up again (a rotated key is picked up). A failed lookup is not remembered.
+    """
+
+    def __init__(self, ttl: float = 60.0) -> None:
+        self.ttl = ttl
+        self._by_loop: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[GatewayConfig]]]
+        ] = weakref.WeakKeyDictionary()
+
+    async def resolve(
+        self, conn_id: str, lookup: Callable[[], Coroutine[Any, Any, GatewayConfig]]
+    ) -> GatewayConfig:
+        entries = self._by_loop.setdefault(asyncio.get_running_loop(), {})
+        entry = entries.get(conn_id)
+        if entry is None or time.monotonic() - entry[0] > self.ttl:
+            entry = (time.monotonic(), asyncio.ensure_future(lookup()))
+            entries[conn_id] = entry
+        try:
+            # shield: one waiter's cancellation must not cancel the lookup the others wait for.
+            return await asyncio.shield(entry[1])
+        except Exception:
+            if entries.get(conn_id) is entry:
+                del entries[conn_id]
+            raise
+
+
 _shared_clients = _SharedClients()
+_recent_configs = _RecentConfigs()
 
 
 __all__ = ["Route", "VideoQueryHook"]
