@@ -68,10 +68,13 @@ class GatewayConfig(BaseModel):
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
 
+    def credentials(self) -> dict[str, str]:
+        """The headers that carry the key (and the connection's extra headers): the one place built."""
+        return {**self.headers, "Authorization": f"Bearer {self.api_key.get_secret_value()}"}
+
     def auth_headers(self) -> dict[str, str]:
         return {
-            **self.headers,
-            "Authorization": f"Bearer {self.api_key.get_secret_value()}",
+            **self.credentials(),
             "Accept": "application/json",
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,

@@ -90,11 +90,10 @@ class DownloadSettings:
     @classmethod
     def for_gateway(cls, config: GatewayConfig, **overrides: Any) -> DownloadSettings:
         """Settings for files a gateway reported: its allow-list, TLS setting, timeouts and key."""
-        headers = {**config.headers, "Authorization": f"Bearer {config.api_key.get_secret_value()}"}
         fields: dict[str, Any] = {
             "allowed_hosts": config.allowed_download_hosts,
             "trusted_origin": config.base_url,
-            "trusted_headers": headers,
+            "trusted_headers": config.credentials(),
             "timeout": config.timeout,
             "verify_ssl": config.verify_ssl,
         }

@@ -20,7 +20,7 @@ from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
 from airflow_provider_videoquery.models import VideoTask
 from airflow_provider_videoquery.waiting import DEFAULT_NOT_FOUND_GRACE, Event, Watch
 
-__all__ = ["DEFAULT_NOT_FOUND_GRACE", "VideoTaskTrigger"]
+__all__ = ["VideoTaskTrigger"]
 
 #: Jitter added to each sleep, as a fraction of the poll interval, so thousands of triggers spread out.
 _JITTER = 0.1
