@@ -7,8 +7,10 @@
   is a server-side copy plus a delete).
 
 Each block is hashed on a helper thread while it is written (both release the GIL: on 2 cores this took
-a 1 GiB download to disk from ~480 to ~730 MB/s). On object stores a write may block while a part
-uploads, so a background thread does the writing from a small bounded queue and the download goes on.
+a 1 GiB download to disk from ~480 to ~730 MB/s). On S3 the writes go to
+:class:`~.multipart.MultipartUpload`, which keeps several parts uploading while the next one fills; on
+other object stores a write may block while a part uploads, so a background thread does the writing
+from a small bounded queue and the download goes on.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from airflow.sdk import ObjectStoragePath
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile
 
+from airflow_provider_videoquery.storage.multipart import MultipartUpload
 from airflow_provider_videoquery.storage.paths import object_uri
 
 log = logging.getLogger(__name__)
@@ -60,8 +63,13 @@ class Sink:
         local = isinstance(self._fs, LocalFileSystem)
         if local:
             self._fs.makedirs(path.parent.path, exist_ok=True)
-        self._file: Any = self._fs.open(path.path, "wb", block_size=WRITE_BLOCK_SIZE)
-        self._writer = None if local else _BackgroundWriter(self._file, object_uri(path))
+        self._file: Any
+        self._writer: Any
+        if path.protocol in DIRECT_PROTOCOLS:  # several parts in flight; write() waits only when all are
+            self._file = self._writer = MultipartUpload(self._fs, path.path)
+        else:
+            self._file = self._fs.open(path.path, "wb", block_size=WRITE_BLOCK_SIZE)
+            self._writer = None if local else _BackgroundWriter(self._file, object_uri(path))
 
     @classmethod
     def beside(cls, destination: ObjectStoragePath) -> Sink:
@@ -89,7 +97,7 @@ class Sink:
     def finish(self) -> str:
         """Write out everything and close (on S3: complete the upload); return the sha256."""
         self._hasher.shutdown()
-        if self._writer is not None:
+        if isinstance(self._writer, _BackgroundWriter):
             self._writer.drain()
         self._file.close()
         self._finished = True
@@ -100,11 +108,13 @@ class Sink:
         self._hasher.shutdown()
         if self._finished and not self.temporary:
             return  # already complete at the destination: nothing partial to remove
-        if self._writer is not None:
+        if isinstance(self._writer, _BackgroundWriter):
             with suppress(Exception):
                 self._writer.stop()
         try:
-            if isinstance(self._file, AbstractBufferedFile):
+            if isinstance(self._file, MultipartUpload):
+                self._file.discard()  # cancels the parts in flight and aborts: nothing was committed
+            elif isinstance(self._file, AbstractBufferedFile):
                 try:
                     self._file.discard()  # abort the multipart upload: nothing was committed
                 finally:
