@@ -132,11 +132,12 @@ def render(results: dict[str, Any]) -> str:
                     _fmt(r.get("rss_kb_per_wait"), ".1f"),
                     _fmt(r.get("worst_lag_ms"), ".0f"),
                     _fmt(r.get("gc_worst_ms"), ".0f"),
+                    _fmt(r.get("worst_lag_ex_gc_ms"), ".0f"),
                     note,
                 ]
             )
         header = ["N", "side", "interval s", "wall s", "polls", "CPU ms/poll", "x floor", "KB/wait"]
-        lines += _table([*header, "worst lag ms", "worst GC ms", "note"], rows)
+        lines += _table([*header, "worst lag ms", "worst GC ms", "lag ex-GC ms", "note"], rows)
     if "download" in results:
         lines += ["", "Download (best of the rounds; peak RSS above the process's RSS after imports)"]
         rows = [

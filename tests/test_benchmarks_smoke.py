@@ -32,6 +32,7 @@ def test_waits_all_sides_complete() -> None:
         assert _positive(r["cpu_ms_per_poll"]), r
         assert _positive(r["wall_s"]), r
         assert r["worst_lag_ms"] >= 0, r
+        assert 0 <= r["worst_lag_ex_gc_ms"] <= r["worst_lag_ms"], r  # GC pauses only ever take lag away
     assert "trigger" in render({"machine": {"cpus": 1, "cpu": "x", "python": "3"}, "waits": results})
 
 
