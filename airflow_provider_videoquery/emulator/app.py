@@ -177,10 +177,6 @@ async def serve_video(request: web.Request, size: int | None) -> web.StreamRespo
     if request.method == "HEAD":
         return resp
     cut = _CUT.get()
-    if cut is None and size is not None:
-        await _send_generated(request, resp, size, start, end)
-        await resp.write_eof()
-        return resp
     limit = end if cut is None else min(end, start + max(cut[1], 0), max(end - 1, start))
     for chunk in media.iter_video(size, start, limit):
         await resp.write(chunk)
@@ -189,24 +185,6 @@ async def serve_video(request: web.Request, size: int | None) -> web.StreamRespo
     else:
         await resp.write_eof()
     return resp
-
-
-async def _send_generated(
-    request: web.Request, resp: web.StreamResponse, total: int, start: int, end: int
-) -> None:
-    """Bytes ``[start, end)`` of a generated video: the header part written, the rest sent with
-    ``sendfile()`` from the pattern file (plain reads and writes over TLS): no Python per chunk."""
-    head, spans = media.generated_spans(total, start, end)
-    if head:
-        await resp.write(head)
-    loop = asyncio.get_running_loop()
-    file = await loop.run_in_executor(None, media.open_pattern_file)  # written on the first call only
-    with file:
-        for offset, count in spans:
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                raise ConnectionResetError("the client went away")
-            await loop.sendfile(transport, file, offset, count)
 
 
 async def _cut_body(request: web.Request, resp: web.Response, mode: str, after: int) -> web.StreamResponse:

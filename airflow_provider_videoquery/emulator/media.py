@@ -1,23 +1,13 @@
 """Video bytes the emulator serves: the real tiny MP4 shipped in ``assets/`` or generated MP4-looking
-bytes of any size, produced chunk by chunk for any byte range (never held whole in memory).
-
-Generated bodies are a short header then one pseudo-random pattern repeated, so they can also be sent
-with ``sendfile()`` from one small file of repeated patterns (:func:`generated_spans`): the kernel
-copies the bytes and the emulator's Python stays out of the way of the client being measured.
-"""
+bytes of any size, produced chunk by chunk for any byte range (never held whole in memory)."""
 
 from __future__ import annotations
 
-import atexit
 import functools
 import random
-import shutil
 import struct
-import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE_MP4 = ASSETS / "sample.mp4"
@@ -25,11 +15,6 @@ THUMBNAIL_JPG = ASSETS / "thumb.jpg"
 
 CHUNK_SIZE = 64 * 1024
 _PATTERN_SEED = 20240601
-#: Copies of the pattern in :func:`open_pattern_file` (16 MiB): any span of up to all but one copy of it
-#: starts inside the first copy.
-PATTERN_COPIES = 256
-SPAN_SIZE = (PATTERN_COPIES - 1) * CHUNK_SIZE
-_pattern_lock = threading.Lock()
 
 
 @functools.cache
@@ -85,43 +70,6 @@ def iter_generated(total: int, start: int = 0, end: int | None = None) -> Iterat
         n = min(CHUNK_SIZE, end - pos)
         yield pattern[off : off + n]
         pos += n
-
-
-def generated_spans(total: int, start: int, end: int) -> tuple[bytes, Iterator[tuple[int, int]]]:
-    """Bytes ``[start, end)`` of the generated file of ``total`` bytes as the part of its header they
-    hold, then ``(offset, count)`` spans of :func:`open_pattern_file` (each at most :data:`SPAN_SIZE`)."""
-    if start < 0 or start > end or end > total:
-        raise ValueError(f"bad range [{start}, {end}) for {total} bytes")
-    header = generated_header(total)
-    head = header[start:end]
-    return head, _spans(start + len(head) - len(header), end - len(header))
-
-
-def _spans(pos: int, stop: int) -> Iterator[tuple[int, int]]:
-    while pos < stop:
-        count = min(SPAN_SIZE, stop - pos)
-        yield pos % CHUNK_SIZE, count
-        pos += count
-
-
-def open_pattern_file() -> BinaryIO:
-    """The pattern :data:`PATTERN_COPIES` times in a file written once per process (16 MiB in a temporary
-    directory removed at exit), opened anew for each caller: readers must not share a position."""
-    with _pattern_lock:
-        path = _pattern_path()
-        if not path.exists():  # a temp cleaner took it: write it again
-            _pattern_path.cache_clear()
-            path = _pattern_path()
-    return path.open("rb")
-
-
-@functools.cache
-def _pattern_path() -> Path:
-    directory = Path(tempfile.mkdtemp(prefix="videoquery-emulator-"))
-    atexit.register(shutil.rmtree, directory, True)
-    path = directory / "pattern.bin"
-    path.write_bytes(_pattern()[:CHUNK_SIZE] * PATTERN_COPIES)
-    return path
 
 
 def generated_bytes(total: int, start: int = 0, end: int | None = None) -> bytes:

@@ -22,14 +22,7 @@ from airflow_provider_videoquery.emulator import (
     run_emulator,
     sample_mp4,
 )
-from airflow_provider_videoquery.emulator.media import (
-    SAMPLE_MP4,
-    SPAN_SIZE,
-    generated_header,
-    generated_spans,
-    iter_generated,
-    open_pattern_file,
-)
+from airflow_provider_videoquery.emulator.media import SAMPLE_MP4, generated_header, iter_generated
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -400,35 +393,6 @@ def test_range_requests(emu: Emulator) -> None:
     assert r.status_code == 416
     assert r.headers["content-range"] == "bytes */300000"
     assert httpx.head(url).headers["content-length"] == "300000"
-
-
-def test_generated_videos_are_sent_with_sendfile_across_spans(emu: Emulator) -> None:
-    size = 2 * SPAN_SIZE + 12_345  # three sendfile() spans, the last one short
-    url = f"{emu.url}/videos/_size-{size}.mp4"
-    full = generated_bytes(size)
-    r = httpx.get(url, timeout=30.0)
-    assert r.status_code == 200
-    assert r.content == full
-    assert r.headers["etag"] == f'"emu-{size}"'
-    for first, last in [(0, 47), (20, SPAN_SIZE + 99), (SPAN_SIZE - 3, size - 1), (size - 10, size - 1)]:
-        r = httpx.get(url, headers={"Range": f"bytes={first}-{last}"}, timeout=30.0)
-        assert r.status_code == 206
-        assert r.headers["content-range"] == f"bytes {first}-{last}/{size}"
-        assert r.content == full[first : last + 1]
-
-
-@pytest.mark.parametrize("total", [0, 5, 40, 64 * 1024 + 7, SPAN_SIZE + 41, 5 * 1024**3])
-def test_generated_spans_match_the_generator(total: int) -> None:
-    with open_pattern_file() as pattern:
-        for start, end in [(0, total), (total // 3, total - total // 5), (max(total - 70_000, 0), total)]:
-            end = min(end, start + 3 * SPAN_SIZE)
-            head, spans = generated_spans(total, start, end)
-            data = bytearray(head)
-            for offset, count in spans:
-                assert count <= SPAN_SIZE
-                pattern.seek(offset)
-                data += pattern.read(count)
-            assert bytes(data) == b"".join(iter_generated(total, start, end))
 
 
 @pytest.mark.parametrize("size", [0, 5, 39, 40, 1000, 64 * 1024 + 7, 300_001])
