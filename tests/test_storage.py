@@ -7,10 +7,12 @@ at the destination.
 from __future__ import annotations
 
 import hashlib
+import random
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -540,3 +542,93 @@ def test_chunked_body_without_length_is_read_in_blocks(tmp_path: Path) -> None:
     assert stored.size == len(body)
     assert stored.sha256 == sha(body)
     assert (folder_of(tmp_path) / stored.path.name).read_bytes() == body
+
+
+class _WatchedSha256:
+    """sha256 that sleeps inside ``update`` and records whether its input changed meanwhile: the
+    caller must not reuse a block's buffer while the sink is still hashing it."""
+
+    changed: list[int] = []
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+
+    def update(self, data: memoryview) -> None:
+        before = bytes(data)
+        threading.Event().wait(0.002)  # let the downloading thread run ahead if it can
+        if bytes(data) != before:
+            self.changed.append(len(before))
+        self._hash.update(before)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def test_pipelined_hash_covers_exactly_the_bytes_written_across_a_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks are hashed while the next one is received: with a body whose blocks all differ (the
+    emulator's repeat every 64 KiB) and a body cut mid-way then resumed with Range, the digest and the
+    file are still exactly the body, and no buffer changed while it was being hashed."""
+    body = random.Random(7).randbytes(5 * MiB + 12_345)
+    body = body[:4] + b"ftyp" + body[8:]
+    ranges: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            ranges.append(self.headers.get("Range"))
+            start = int(self.headers["Range"][6:-1]) if self.headers.get("Range") else 0
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("ETag", '"v1"')
+            self.send_header("Content-Length", str(len(body) - start))
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            self.end_headers()
+            stop = len(body) if len(ranges) > 1 else 2 * MiB + 777  # the first answer is cut short
+            self.wfile.write(body[start:stop])
+            self.close_connection = True
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    _WatchedSha256.changed = []
+    monkeypatch.setattr(storage_sinks, "hashlib", SimpleNamespace(sha256=_WatchedSha256))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v.mp4"
+        stored = store_url(url, target(tmp_path), DownloadSettings(retry=FAST_RETRY))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert ranges == [None, f"bytes={2 * MiB + 777}-"]  # resumed where the first answer stopped
+    assert _WatchedSha256.changed == []
+    assert stored.sha256 == sha(body)
+    assert (folder_of(tmp_path) / stored.path.name).read_bytes() == body
+    assert listing(tmp_path) == [stored.path.name]
+
+
+def test_sink_write_may_return_before_its_block_is_hashed(tmp_path: Path) -> None:
+    """The contract of Sink.write: a block stays untouched until the next write (or finish) returns;
+    then its buffer may be refilled, and the digest is still that of every byte written."""
+    blocks = [random.Random(n).randbytes(MiB - n) for n in range(5)]
+    buffers = [memoryview(bytearray(MiB)), memoryview(bytearray(MiB))]
+    sink = storage_sinks.Sink.beside(target(tmp_path))
+    try:
+        for n, block in enumerate(blocks):
+            buffer = buffers[n % 2]
+            buffer[: len(block)] = block  # refills the buffer of block n - 2
+            sink.write(buffer[: len(block)])
+        digest = sink.finish()
+        buffers[0][:] = bytes(MiB)
+        buffers[1][:] = bytes(MiB)
+        assert digest == sha(b"".join(blocks))
+        assert Path(sink.path.path).read_bytes() == b"".join(blocks)
+        assert sink.size == sum(map(len, blocks))
+    finally:
+        sink.discard()
+    assert listing(tmp_path) == []

@@ -6,8 +6,9 @@ partial object behind:
 
 * redirects are followed by hand, at most ``max_redirects`` hops, each hop checked: http(s) only, the
   optional host allow-list, and the API key sent only to the gateway's own origin, never to a CDN;
-* the body is read in blocks of 1 MiB into one reused buffer (:mod:`.transport`), hashed and handed to a
-  :class:`~.sinks.Sink` (memory stays flat whatever the size);
+* the body is read in blocks of 1 MiB into two reused buffers (:mod:`.transport`) and handed to a
+  :class:`~.sinks.Sink`, which hashes one block while the next is received (memory stays flat whatever
+  the size);
 * what arrived is checked (status, Content-Type, the MP4 ``ftyp`` box, size limits, Content-Length);
 * resets, truncations, 5xx and timeouts are retried with backoff, resuming with ``Range`` when the
   server supports it; any failure removes (or aborts) what was written;
@@ -588,11 +589,13 @@ class _Progress:
 
 
 def _read_blocks(readinto: Readinto) -> Iterator[memoryview]:
-    """The body in blocks of ``CHUNK_SIZE`` (shorter only at its end) in one reused buffer: each block
-    is valid until the next one is read."""
-    buffer = memoryview(bytearray(CHUNK_SIZE))
-    while count := readinto(buffer):
-        yield buffer[:count]
+    """The body in blocks of ``CHUNK_SIZE`` (shorter only at its end) in two buffers taken in turn: a
+    block stays valid while the next one is read (and hashed on by the sink, see :meth:`.Sink.write`)."""
+    buffers = (memoryview(bytearray(CHUNK_SIZE)), memoryview(bytearray(CHUNK_SIZE)))
+    turn = 0
+    while count := readinto(buffers[turn]):
+        yield buffers[turn][:count]
+        turn ^= 1
 
 
 def _join_chunks(chunks: Iterator[bytes]) -> Iterator[memoryview]:
