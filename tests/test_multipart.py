@@ -44,10 +44,10 @@ def upload(path: ObjectStoragePath, **kwargs: Any) -> MultipartUpload:
 
 
 def write_in_blocks(target: Any, data: bytes, block: int = MiB + 13) -> None:
-    """Uneven blocks, so parts never line up with writes; each block's buffer is reused, like a download's."""
-    buffer = bytearray(block)
-    for start in range(0, len(data), block):
-        piece = data[start : start + block]
+    """Uneven blocks, so parts never line up with writes, from two buffers in turn, like a download's."""
+    buffers = [bytearray(block), bytearray(block)]
+    for index, start in enumerate(range(0, len(data), block)):
+        piece, buffer = data[start : start + block], buffers[index % 2]
         buffer[: len(piece)] = piece
         target.write(memoryview(buffer)[: len(piece)])
 
@@ -58,19 +58,22 @@ def write_and_close(writer: MultipartUpload, data: bytes) -> None:
 
 
 class PartSpy:
-    """Wraps the filesystem's async ``upload_part`` calls: counts them, the most at once, and can fail one."""
+    """Wraps the S3 client's ``upload_part``: counts the calls, the most at once, and can fail one part."""
 
     def __init__(self, fs: Any, monkeypatch: pytest.MonkeyPatch, fail_part: int | None = None) -> None:
         self.calls = 0
         self.running = 0
         self.most = 0
         self._fail_part = fail_part
-        self._call_s3: Callable[..., Any] = fs._call_s3
-        monkeypatch.setattr(fs, "_call_s3", self._wrapper)
+        client = fs.s3
+        self._upload_part: Callable[..., Any] = client.upload_part
 
-    async def _wrapper(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        if method != "upload_part":
-            return await self._call_s3(method, *args, **kwargs)
+        async def upload_part(**kwargs: Any) -> Any:  # s3fs filters arguments by the method's name
+            return await self._spy(**kwargs)
+
+        monkeypatch.setattr(client, "upload_part", upload_part)
+
+    async def _spy(self, **kwargs: Any) -> Any:
         self.calls += 1
         self.running += 1
         self.most = max(self.most, self.running)
@@ -78,7 +81,7 @@ class PartSpy:
             await asyncio.sleep(0.05)  # long enough that the next parts start meanwhile
             if kwargs["PartNumber"] == self._fail_part:
                 raise OSError(f"injected failure of part {self._fail_part}")
-            return await self._call_s3(method, *args, **kwargs)
+            return await self._upload_part(**kwargs)
         finally:
             self.running -= 1
 
@@ -102,6 +105,8 @@ def test_parts_upload_concurrently_and_arrive_byte_exact(
 
     assert writer.size == len(data)
     assert moto_server.read(clean_bucket, KEY) == data
+    head = moto_server.client().head_object(Bucket=clean_bucket, Key=KEY, ChecksumMode="ENABLED")
+    assert "ChecksumCRC32" in head  # as boto3 uploads: S3 checked each part's CRC32
     assert spy.calls == 5
     assert 2 <= spy.most <= 3  # concurrent, and never more than asked for
 
@@ -166,7 +171,7 @@ def test_discard_mid_upload_leaves_nothing(
 
 
 def test_the_filesystems_extra_arguments_reach_every_request(moto_server: MotoS3, clean_bucket: str) -> None:
-    """s3fs's ``s3_additional_kwargs`` (here SSE) apply to the multipart and to the one-PUT path alike."""
+    """s3fs's ``s3_additional_kwargs`` (SSE, a checksum) apply to the multipart and the one-PUT path alike."""
     import s3fs
 
     fs = s3fs.S3FileSystem(
@@ -174,7 +179,7 @@ def test_the_filesystems_extra_arguments_reach_every_request(moto_server: MotoS3
         secret=s3.SECRET_KEY,
         endpoint_url=moto_server.endpoint_url,
         client_kwargs={"region_name": s3.REGION},
-        s3_additional_kwargs={"ServerSideEncryption": "AES256"},
+        s3_additional_kwargs={"ServerSideEncryption": "AES256", "ChecksumAlgorithm": "SHA256"},
         skip_instance_cache=True,
     )
     client = moto_server.client()
@@ -183,8 +188,31 @@ def test_the_filesystems_extra_arguments_reach_every_request(moto_server: MotoS3
         writer = MultipartUpload(fs, f"{clean_bucket}/{key}")
         write_in_blocks(writer, data)
         writer.close()
-        assert client.head_object(Bucket=clean_bucket, Key=key)["ServerSideEncryption"] == "AES256"
+        head = client.head_object(Bucket=clean_bucket, Key=key, ChecksumMode="ENABLED")
+        assert head["ServerSideEncryption"] == "AES256"
+        assert "ChecksumSHA256" in head
         assert moto_server.read(clean_bucket, key) == data
+
+
+def test_a_part_body_rewinds_for_botocore_retries() -> None:
+    """botocore sizes and hashes a file body from its position, then rewinds with ``seek(0)`` to resend."""
+    from airflow_provider_videoquery.storage.multipart import _PartBody
+
+    data = bytearray(os.urandom(3 * MiB + 1))
+    body = _PartBody(data)
+    assert body.seek(0, os.SEEK_END) == len(data)
+    body.seek(0)
+    first = b"".join(iter(lambda: body.read(256 * 1024), b""))
+    body.seek(0)
+    assert first == body.read() == data
+    assert body.read(5) == b""
+    body.seek(-4, os.SEEK_END)
+    assert asyncio.run(_collect_chunks(body)) == data[-4:]
+
+
+async def _collect_chunks(body: Any) -> bytes:
+    """What aiohttp sends: the views from the current position."""
+    return b"".join([bytes(chunk) async for chunk in body])
 
 
 # -- through the sink and store_url -----------------------------------------------------------------
