@@ -32,6 +32,8 @@ TASK_NOT_EXIST: dict[str, Any] = {"code": "task_not_exist", "message": "task_not
 _CUT: ContextVar[tuple[str, int] | None] = ContextVar("emulator_cut", default=None)
 _TASK_ID: ContextVar[str | None] = ContextVar("emulator_task_id", default=None)
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
+#: Seconds between the last byte of a cut body and the RST of a ``reset`` fault.
+RESET_GRACE = 0.3
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -143,7 +145,9 @@ async def _kill(request: web.Request, mode: str) -> None:
     if transport is None:
         return
     if mode == "reset":
-        await asyncio.sleep(0.05)  # let the client read what was sent before the RST
+        # An RST discards whatever the client has not read yet: give it time to read what was sent
+        # (a cold client — first imports, first filesystem — may take a while before its first read).
+        await asyncio.sleep(RESET_GRACE)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
