@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -86,9 +85,6 @@ class Server:
 
     url: str
     process: subprocess.Popen[str]
-
-    def stop(self) -> None:
-        stop_process(self.process)
 
 
 def stop_process(process: subprocess.Popen[Any], grace: float = 5.0) -> None:
@@ -170,7 +166,6 @@ def run_worker(module: str, args: Sequence[str], env: dict[str, str], timeout: f
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        stop_process(process)
         return {"error": f"worker timed out after {timeout:.0f}s"}
     finally:
         stop_process(process)
@@ -191,7 +186,3 @@ def emit(result: dict[str, Any]) -> None:
 def scratch_dir() -> Path:
     """A fresh directory for big files (removed by the caller)."""
     return Path(tempfile.mkdtemp(prefix="videoquery-bench-data-"))
-
-
-def monotonic() -> float:
-    return time.perf_counter()
