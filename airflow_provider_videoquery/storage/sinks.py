@@ -23,7 +23,7 @@ import secrets
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
-from typing import Any
+from typing import Any, Protocol
 
 from airflow.sdk import ObjectStoragePath
 from fsspec.implementations.local import LocalFileSystem
@@ -62,16 +62,7 @@ class Sink:
         self._hash = hashlib.sha256()
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="videoquery-sha256")
         self._hashing: Future[None] | None = None
-        local = isinstance(self._fs, LocalFileSystem)
-        if local:
-            self._fs.makedirs(path.parent.path, exist_ok=True)
-        self._file: Any
-        self._writer: Any
-        if path.protocol in DIRECT_PROTOCOLS:  # several parts in flight; write() waits only when all are
-            self._file = self._writer = MultipartUpload(self._fs, path.path)
-        else:
-            self._file = self._fs.open(path.path, "wb", block_size=WRITE_BLOCK_SIZE)
-            self._writer = None if local else _BackgroundWriter(self._file, object_uri(path))
+        self._out = _output(path)
 
     @classmethod
     def beside(cls, destination: ObjectStoragePath) -> Sink:
@@ -89,11 +80,7 @@ class Sink:
         :meth:`discard` returns (two buffers in turn), so it can receive the next block meanwhile."""
         self._wait_hashed()
         self._hashing = self._hasher.submit(self._hash.update, block)
-        if self._writer is None:
-            for start in range(0, len(block), LOCAL_WRITE_SIZE):
-                self._file.write(block[start : start + LOCAL_WRITE_SIZE])
-        else:
-            self._writer.write(block)
+        self._out.write(block)
         self.size += len(block)
 
     def _wait_hashed(self) -> None:
@@ -106,9 +93,7 @@ class Sink:
         """Write out everything and close (on S3: complete the upload); return the sha256."""
         self._wait_hashed()
         self._hasher.shutdown()
-        if isinstance(self._writer, _BackgroundWriter):
-            self._writer.drain()
-        self._file.close()
+        self._out.close()
         self._finished = True
         return self._hash.hexdigest()
 
@@ -117,19 +102,8 @@ class Sink:
         self._hasher.shutdown()
         if self._finished and not self.temporary:
             return  # already complete at the destination: nothing partial to remove
-        if isinstance(self._writer, _BackgroundWriter):
-            with suppress(Exception):
-                self._writer.stop()
         try:
-            if isinstance(self._file, MultipartUpload):
-                self._file.discard()  # cancels the parts in flight and aborts: nothing was committed
-            elif isinstance(self._file, AbstractBufferedFile):
-                try:
-                    self._file.discard()  # abort the multipart upload: nothing was committed
-                finally:
-                    self._file.closed = True  # and never let close() (or __del__) commit a part
-            else:
-                self._file.close()
+            self._out.discard()
         except Exception:
             log.warning("Could not abort the write of %s", object_uri(self.path), exc_info=True)
         if self.temporary:
@@ -145,10 +119,52 @@ class Sink:
             log.warning("Could not remove the temporary object %s", object_uri(self.path), exc_info=True)
 
 
-class _BackgroundWriter:
-    """Writes blocks to a file on its own thread; at most :data:`PENDING_BLOCKS` wait in between.
+# -- outputs: where a sink's blocks are written --------------------------------------------------------
 
-    A failed write is raised on the caller's next :meth:`write` or :meth:`drain`.
+
+class _Output(Protocol):
+    def write(self, block: memoryview, /) -> object:
+        """Take ``block`` (the caller may reuse it once this returns)."""
+
+    def close(self) -> None:
+        """Write out everything: the object is complete."""
+
+    def discard(self) -> None:
+        """Abandon the write; nothing is committed."""
+
+
+def _output(path: ObjectStoragePath) -> _Output:
+    """S3: several parts in flight; local files: direct sliced writes; other stores: a writer thread."""
+    fs = path.fs
+    if path.protocol in DIRECT_PROTOCOLS:
+        return MultipartUpload(fs, path.path)
+    if isinstance(fs, LocalFileSystem):
+        return _LocalFile(fs, path)
+    return _BackgroundWriter(fs.open(path.path, "wb", block_size=WRITE_BLOCK_SIZE), object_uri(path))
+
+
+class _LocalFile:
+    """A local file written in :data:`LOCAL_WRITE_SIZE` slices; the caller removes it on discard."""
+
+    def __init__(self, fs: LocalFileSystem, path: ObjectStoragePath) -> None:
+        fs.makedirs(path.parent.path, exist_ok=True)
+        self._file: Any = fs.open(path.path, "wb")
+
+    def write(self, block: memoryview) -> None:
+        for start in range(0, len(block), LOCAL_WRITE_SIZE):
+            self._file.write(block[start : start + LOCAL_WRITE_SIZE])
+
+    def close(self) -> None:
+        self._file.close()
+
+    def discard(self) -> None:
+        self._file.close()
+
+
+class _BackgroundWriter:
+    """Writes blocks to a store's file on its own thread; at most :data:`PENDING_BLOCKS` wait in between.
+
+    A failed write is raised on the caller's next :meth:`write` or :meth:`close`.
     """
 
     def __init__(self, file: Any, name: str) -> None:
@@ -163,15 +179,24 @@ class _BackgroundWriter:
         self._raise_error()
         self._queue.put(bytes(block))
 
-    def drain(self) -> None:
-        """Wait until every queued block is written."""
+    def close(self) -> None:
+        """Wait until every queued block is written, then close the file (committing it)."""
         self._join()
         self._raise_error()
+        self._file.close()
 
-    def stop(self) -> None:
-        """Drop what is still queued and wait for the write in progress."""
+    def discard(self) -> None:
+        """Drop what is still queued, wait for the write in progress, and abort the file."""
         self._stopped = True
-        self._join()
+        with suppress(Exception):
+            self._join()
+        if isinstance(self._file, AbstractBufferedFile):
+            try:
+                self._file.discard()  # abort a multipart upload: nothing was committed
+            finally:
+                self._file.closed = True  # and never let close() (or __del__) commit a part
+        else:
+            self._file.close()
 
     def _join(self) -> None:
         if self._thread.is_alive():
