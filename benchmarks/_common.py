@@ -124,7 +124,9 @@ def _first_line(process: subprocess.Popen[str], timeout: float) -> str:
     reader.start()
     reader.join(timeout)
     if not line or not line[0].strip().startswith("http"):
-        raise RuntimeError(f"{' '.join(process.args)} did not print its URL within {timeout:.0f}s")  # type: ignore[arg-type]
+        # The module only: the argv carries the API key.
+        what = " ".join(process.args[1:3])  # type: ignore[index,arg-type]
+        raise RuntimeError(f"{what} did not print its URL within {timeout:.0f}s")
     return line[0].strip()
 
 
