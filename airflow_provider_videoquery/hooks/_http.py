@@ -174,11 +174,7 @@ def exchange(
     while True:
         outcome = yield request
         if isinstance(outcome, httpx.TransportError) and certificate_refused(outcome):
-            raise VideoQueryRequestError(
-                f"{what}: the gateway's TLS certificate was not accepted ({describe(outcome)}). Fix the "
-                'certificate, or, for a self-signed gateway you trust, set "verify_ssl": false in the '
-                "connection's extra."
-            )
+            raise VideoQueryRequestError(certificate_message(f"{what}: the gateway's", outcome))
         problem = _transient_problem(outcome)
         if problem is None:
             assert isinstance(outcome, httpx.Response)
@@ -227,6 +223,14 @@ def certificate_refused(err: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def certificate_message(whose: str, err: httpx.TransportError) -> str:
+    """The error text when ``certificate_refused(err)``; ``whose`` names the server ("…: the gateway's")."""
+    return (
+        f"{whose} TLS certificate was not accepted ({describe(err)}). Fix the certificate, or, for a "
+        'self-signed gateway you trust, set "verify_ssl": false in the connection\'s extra.'
+    )
 
 
 def retry_after(response: httpx.Response) -> float | None:

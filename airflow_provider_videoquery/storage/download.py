@@ -35,6 +35,7 @@ from airflow_provider_videoquery.hooks._http import (
     RETRYABLE_STATUS,
     GatewayConfig,
     RetryPolicy,
+    certificate_message,
     certificate_refused,
     describe,
     retry_after,
@@ -366,9 +367,7 @@ class _Download:
         except httpx.TransportError as err:
             if certificate_refused(err):
                 raise VideoDownloadError(
-                    f"Downloading {self.label}: the server's TLS certificate was not accepted "
-                    f"({describe(err)}). Fix the certificate, or, for a gateway with a self-signed "
-                    'one, set "verify_ssl": false in the connection\'s extra.'
+                    certificate_message(f"Downloading {self.label}: the server's", err)
                 ) from None
             raise _Transient(describe(err)) from None
 
