@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import selectors
 import subprocess
 import sys
 from pathlib import Path
@@ -47,11 +48,22 @@ def start_emulator() -> tuple[subprocess.Popen[str], str]:
     command += ["--api-key", DEMO_KEY, "--polls", "2"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
-    url = process.stdout.readline().strip()
+    with selectors.DefaultSelector() as selector:  # its first line is its URL; wait at most 30 s
+        selector.register(process.stdout, selectors.EVENT_READ)
+        url = process.stdout.readline().strip() if selector.select(timeout=30) else ""
     if not url.startswith("http://127.0.0.1:"):
-        process.kill()
-        raise SystemExit(f"The emulator did not start (it printed {url!r}).")
+        stop(process)
+        raise SystemExit(f"The emulator did not start within 30 s (it printed {url!r}).")
     return process, url
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def run_dag(url: str) -> None:
@@ -107,8 +119,7 @@ def main() -> None:
     try:
         run_dag(url)
     finally:
-        emulator.terminate()
-        emulator.wait(timeout=10)
+        stop(emulator)
 
 
 if __name__ == "__main__":
