@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.s3 import moto_server, s3_bucket  # noqa: F401 - fixtures: registered once, for the session
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 

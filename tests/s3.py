@@ -1,8 +1,9 @@
 """A real S3 API for tests: moto's server on a free port of 127.0.0.1, reached as ``aws_default``.
 
-Import the fixtures into a test module (``from tests.s3 import moto_server, s3_bucket``). The server
-is started once per session: Airflow caches one filesystem per (protocol, connection), so the
-endpoint behind ``aws_default`` must not change during the run.
+tests/conftest.py registers the fixtures, once: a module that imported them itself would get its own
+session fixture, and a server of its own. The server is started once per session: Airflow caches one
+filesystem per (protocol, connection), so the endpoint behind ``aws_default`` must not change during
+the run.
 """
 
 from __future__ import annotations

@@ -18,13 +18,8 @@ from airflow_provider_videoquery.events import EventStatus, make_event
 from airflow_provider_videoquery.exceptions import VideoDownloadError, VideoTaskFailedError
 from airflow_provider_videoquery.operators.videoquery import VideoDownloadOperator
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
-from tests import s3
 from tests.airflow_helpers import make_context
 from tests.s3 import MotoS3
-
-# The moto fixtures, made visible to this module's tests.
-moto_server = s3.moto_server
-s3_bucket = s3.s3_bucket
 
 pytestmark = pytest.mark.timeout(60)
 

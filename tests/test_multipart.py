@@ -25,9 +25,6 @@ from tests import s3
 from tests.s3 import MotoS3
 from tests.test_storage import settings_for
 
-moto_server = s3.moto_server
-s3_bucket = s3.s3_bucket
-
 pytestmark = pytest.mark.timeout(60)
 
 MiB = 1024 * 1024

@@ -33,13 +33,8 @@ from airflow_provider_videoquery.storage import (
 )
 from airflow_provider_videoquery.storage import sinks as storage_sinks
 from airflow_provider_videoquery.storage.transport import BlockTransport
-from tests import s3
 from tests.conftest import API_KEY
 from tests.s3 import MotoS3
-
-# The moto fixtures, made visible to this module's tests.
-moto_server = s3.moto_server
-s3_bucket = s3.s3_bucket
 
 pytestmark = pytest.mark.timeout(60)
 
