@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,11 @@ API_KEY = "sk-test-4f8e2b9c1d7a6e5f"
 
 def connection_json(url: str, api_key: str = API_KEY, **extra: object) -> str:
     return json.dumps({"conn_type": "videoquery", "host": url, "password": api_key, "extra": extra})
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The isolated Airflow home (metadata DB, logs) goes with the run: one was left in /tmp per run."""
+    shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture
