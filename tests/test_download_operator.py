@@ -18,7 +18,7 @@ from airflow_provider_videoquery.events import EventStatus, make_event
 from airflow_provider_videoquery.exceptions import VideoDownloadError, VideoTaskFailedError
 from airflow_provider_videoquery.operators.videoquery import VideoDownloadOperator
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
-from tests.airflow_helpers import make_context
+from tests.airflow_helpers import first_event, listing, make_context
 from tests.s3 import MotoS3
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,17 +45,7 @@ def make_operator(tmp_path: Path, **kwargs: Any) -> VideoDownloadOperator:
 
 
 def run_trigger(trigger: VideoTaskTrigger) -> dict[str, Any]:
-    async def first_event() -> dict[str, Any]:
-        async for event in trigger.run():
-            payload: dict[str, Any] = event.payload
-            return payload
-        raise AssertionError("the trigger yielded no event")
-
-    return asyncio.run(first_event())
-
-
-def listing(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    return asyncio.run(first_event(trigger))
 
 
 def test_templated_fields() -> None:

@@ -22,8 +22,16 @@ import pytest
 from airflow_provider_videoquery.emulator import Emulator, Fault, Scenario
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
-from tests import airflow_helpers
-from tests.conftest import API_KEY, connection_json
+from tests.airflow_helpers import (
+    RunResult,
+    assert_key_nowhere,
+    first_event,
+    listing,
+    load_dag,
+    run_dag,
+    use_dags_folder,
+)
+from tests.conftest import connection_json
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -71,7 +79,7 @@ with DAG(
 '''
 
 
-# -- fixtures and helpers shared with test_security.py ------------------------------------------------
+# -- fixtures and helpers -----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -80,18 +88,6 @@ def dags_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("fault-dags")
     (folder / "videoquery_faults_e2e.py").write_text(DAG_SOURCE)
     return folder
-
-
-def use_dags_folder(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
-    """Point the dags-folder bundle at ``folder`` (settings.DAGS_FOLDER is read once, at import)."""
-    from airflow import settings
-
-    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(folder))
-    monkeypatch.setattr(settings, "DAGS_FOLDER", str(folder))
-
-
-def load_dag(folder: Path, file_name: str = "videoquery_faults_e2e.py") -> Any:
-    return airflow_helpers.load_dag(folder / file_name)
 
 
 @dataclass
@@ -137,55 +133,6 @@ def trigger_spy(monkeypatch: pytest.MonkeyPatch) -> TriggerSpy:
 
     monkeypatch.setattr(VideoTaskTrigger, "run", run)
     return spy
-
-
-@dataclass
-class RunResult:
-    run: Any
-    states: dict[str, str | None]
-    seconds: float
-    output: str
-    xcoms: dict[tuple[str, str], Any]
-    rendered: dict[str, Any]
-
-
-def run_dag(dag: Any, capsys: pytest.CaptureFixture[str], **conf: Any) -> RunResult:
-    """``dag.test()`` with ``conf``; collects task states, the task log output, XComs, rendered fields."""
-    from airflow.models.renderedtifields import RenderedTaskInstanceFields
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    capsys.readouterr()
-    started = time.monotonic()
-    dag_run = dag.test(run_conf=conf)
-    seconds = time.monotonic() - started
-    captured = capsys.readouterr()
-    with create_session() as session:
-        states = {ti.task_id: ti.state for ti in dag_run.get_task_instances(session=session)}
-        rows = session.scalars(
-            select(XComModel).where(XComModel.dag_id == dag.dag_id, XComModel.run_id == dag_run.run_id)
-        ).all()
-        xcoms = {(row.task_id, row.key): XComModel.deserialize_value(row) for row in rows}
-        fields = session.scalars(
-            select(RenderedTaskInstanceFields).where(
-                RenderedTaskInstanceFields.dag_id == dag.dag_id,
-                RenderedTaskInstanceFields.run_id == dag_run.run_id,
-            )
-        ).all()
-        rendered = {row.task_id: row.rendered_fields for row in fields}
-    return RunResult(dag_run, states, seconds, captured.out + captured.err, xcoms, rendered)
-
-
-def assert_key_nowhere(*places: Any) -> None:
-    """The API key in none of ``places`` (strings, or anything JSON-able, searched as JSON)."""
-    for place in places:
-        text = place if isinstance(place, str) else repr(place)
-        assert API_KEY not in text, f"the API key leaked into: {text[:300]}…"
-
-
-def listing(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def figure(name: str, result: RunResult, emulator: Emulator) -> None:
@@ -370,7 +317,7 @@ def test_fault_end_to_end(
     for fault in case.faults:
         emulator.add_fault(fault)
     out = tmp_path / "out"
-    dag = load_dag(dags_folder)
+    dag = load_dag(dags_folder / "videoquery_faults_e2e.py")
 
     result = run_dag(dag, capsys, video_task_id=TASK, destination=f"file://{out}/")
     figure(name, result, emulator)
@@ -412,12 +359,6 @@ def assert_error_logged(output: str, pattern: str) -> None:
 
 
 # -- retry discipline, measured on the emulator's clock (the trigger, real sleeps) ---------------------------
-
-
-async def first_event(trigger: VideoTaskTrigger) -> dict[str, Any]:
-    event = await anext(trigger.run())
-    payload: dict[str, Any] = event.payload
-    return payload
 
 
 def make_trigger(task_id: str = TASK, *, timeout: float = 10.0, **kwargs: Any) -> VideoTaskTrigger:

@@ -22,13 +22,13 @@ import asyncio
 import math
 import time
 from collections import Counter
-from typing import Any
 
 import pytest
 
 from airflow_provider_videoquery.emulator import Emulator, Fault, Scenario
 from airflow_provider_videoquery.hooks.videoquery import _shared_clients
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
+from tests.airflow_helpers import first_event
 
 N = 1000
 POLLS_TO_COMPLETE = 3
@@ -79,11 +79,6 @@ async def test_1000_waits_with_10_percent_faulty_answers(emulator: Emulator) -> 
         )
         for task_id in ids
     ]
-
-    async def first_event(trigger: VideoTaskTrigger) -> dict[str, Any]:
-        event = await anext(trigger.run())
-        payload: dict[str, Any] = event.payload
-        return payload
 
     started = time.monotonic()
     events = await asyncio.gather(*(first_event(t) for t in triggers))

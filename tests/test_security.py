@@ -38,9 +38,15 @@ from airflow_provider_videoquery.storage import (
     store_url,
 )
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
-from tests.airflow_helpers import make_context
+from tests.airflow_helpers import (
+    assert_key_nowhere,
+    listing,
+    load_dag,
+    make_context,
+    run_dag,
+    use_dags_folder,
+)
 from tests.conftest import API_KEY, connection_json
-from tests.test_faults_e2e import assert_key_nowhere, listing, load_dag, run_dag, use_dags_folder
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -175,7 +181,7 @@ def test_key_resolved_in_a_task_is_redacted_from_task_logs(
     (folder / "videoquery_key_masking.py").write_text(LEAK_DAG)
     use_dags_folder(monkeypatch, folder)
 
-    result = run_dag(load_dag(folder, "videoquery_key_masking.py"), capsys)
+    result = run_dag(load_dag(folder / "videoquery_key_masking.py"), capsys)
 
     assert result.states == {"careless": "success"}
     # The task's connection lookup registered the key with the masker of the task process...

@@ -11,6 +11,7 @@ import pytest
 from airflow_provider_videoquery.emulator import Scenario
 from airflow_provider_videoquery.hooks.videoquery import _shared_clients
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
+from tests.airflow_helpers import first_event
 
 N = 200
 
@@ -41,11 +42,6 @@ async def test_200_triggers_share_one_client(emulator: Any) -> None:
                 clients_seen.add(id(client))
                 peak_users = max(peak_users, users)
             await asyncio.sleep(0.005)
-
-    async def first_event(trigger: VideoTaskTrigger) -> dict[str, Any]:
-        event = await anext(trigger.run())
-        payload: dict[str, Any] = event.payload
-        return payload
 
     watcher = asyncio.create_task(watch())
     started = time.monotonic()
