@@ -10,6 +10,7 @@ import hashlib
 import random
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
@@ -75,6 +76,26 @@ def listing(tmp_path: Path) -> list[str]:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def existing_file(tmp_path: Path, data: bytes) -> Path:
+    """An object already at the task's destination, holding ``data``."""
+    folder_of(tmp_path).mkdir()
+    existing = folder_of(tmp_path) / safe_file_name(TASK)
+    existing.write_bytes(data)
+    return existing
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served on a free port of 127.0.0.1 for the block; yields the URL of ``/v.mp4``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v.mp4"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # -- names ------------------------------------------------------------------------------------------
@@ -361,9 +382,7 @@ def test_rerun_with_identical_object_is_idempotent(emulator: Any, tmp_path: Path
 
 def test_conflicting_object_same_size_fails_and_is_untouched(emulator: Any, tmp_path: Path) -> None:
     url = video_task(emulator)
-    folder_of(tmp_path).mkdir()
-    existing = folder_of(tmp_path) / safe_file_name(TASK)
-    existing.write_bytes(b"x" * (2 * MiB))
+    existing = existing_file(tmp_path, b"x" * (2 * MiB))
     with pytest.raises(
         VideoDownloadError, match=r"already exists and differs.*another sha256.*overwrite=True"
     ):
@@ -374,9 +393,7 @@ def test_conflicting_object_same_size_fails_and_is_untouched(emulator: Any, tmp_
 
 def test_conflicting_object_other_size_fails_before_downloading(emulator: Any, tmp_path: Path) -> None:
     url = video_task(emulator)
-    folder_of(tmp_path).mkdir()
-    existing = folder_of(tmp_path) / safe_file_name(TASK)
-    existing.write_bytes(b"old")
+    existing = existing_file(tmp_path, b"old")
     with pytest.raises(VideoDownloadError, match=r"holds 3 bytes, the download has 2097152.*overwrite=True"):
         store_url(url, target(tmp_path), settings_for(emulator))
     assert existing.read_bytes() == b"old"
@@ -385,9 +402,7 @@ def test_conflicting_object_other_size_fails_before_downloading(emulator: Any, t
 
 def test_overwrite_replaces_a_different_object(emulator: Any, tmp_path: Path) -> None:
     url = video_task(emulator)
-    folder_of(tmp_path).mkdir()
-    existing = folder_of(tmp_path) / safe_file_name(TASK)
-    existing.write_bytes(b"old")
+    existing = existing_file(tmp_path, b"old")
     stored = store_url(url, target(tmp_path), settings_for(emulator), overwrite=True)
     assert existing.read_bytes() == emulator.expected_video(TASK)
     assert stored.reused is False
@@ -526,14 +541,8 @@ def test_chunked_body_without_length_is_read_in_blocks(tmp_path: Path) -> None:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/v.mp4"
+    with serving(Handler) as url:
         stored = store_url(url, target(tmp_path), DownloadSettings(retry=FAST_RETRY))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert stored.size == len(body)
     assert stored.sha256 == sha(body)
     assert (folder_of(tmp_path) / stored.path.name).read_bytes() == body
@@ -592,14 +601,8 @@ def test_pipelined_hash_covers_exactly_the_bytes_written_across_a_resume(
 
     _WatchedSha256.changed = []
     monkeypatch.setattr(storage_sinks, "hashlib", SimpleNamespace(sha256=_WatchedSha256))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/v.mp4"
+    with serving(Handler) as url:
         stored = store_url(url, target(tmp_path), DownloadSettings(retry=FAST_RETRY))
-    finally:
-        server.shutdown()
-        server.server_close()
     assert ranges == [None, f"bytes={2 * MiB + 777}-"]  # resumed where the first answer stopped
     assert _WatchedSha256.changed == []
     assert stored.sha256 == sha(body)
