@@ -97,8 +97,7 @@ def test_parts_upload_concurrently_and_arrive_byte_exact(
     data = os.urandom(4 * PART_SIZE + 3 * MiB + 5)  # 5 parts, the last one short
     spy = PartSpy(path.fs, monkeypatch)
     writer = upload(path, parts_in_flight=3)
-    write_in_blocks(writer, data)
-    writer.close()
+    write_and_close(writer, data)
 
     assert writer.size == len(data)
     assert moto_server.read(clean_bucket, KEY) == data
@@ -112,9 +111,7 @@ def test_parts_upload_concurrently_and_arrive_byte_exact(
 def test_sizes_at_the_edges(moto_server: MotoS3, clean_bucket: str, size: int) -> None:
     """Empty and sub-part objects are one PUT; exact multiples of the part size have no empty last part."""
     data = os.urandom(size)
-    writer = upload(s3_path(clean_bucket))
-    write_in_blocks(writer, data)
-    writer.close()
+    write_and_close(upload(s3_path(clean_bucket)), data)
     assert moto_server.keys(clean_bucket) == [KEY]
     assert moto_server.read(clean_bucket, KEY) == data
 
@@ -182,9 +179,7 @@ def test_the_filesystems_extra_arguments_reach_every_request(moto_server: MotoS3
     client = moto_server.client()
     for key, size in (("big.mp4", 2 * PART_SIZE + 1), ("small.mp4", MiB)):
         data = os.urandom(size)
-        writer = MultipartUpload(fs, f"{clean_bucket}/{key}")
-        write_in_blocks(writer, data)
-        writer.close()
+        write_and_close(MultipartUpload(fs, f"{clean_bucket}/{key}"), data)
         head = client.head_object(Bucket=clean_bucket, Key=key, ChecksumMode="ENABLED")
         assert head["ServerSideEncryption"] == "AES256"
         assert "ChecksumSHA256" in head
