@@ -329,21 +329,23 @@ def test_only_http_video_urls_are_fetched(emulator: Emulator, tmp_path: Path, vi
     assert listing(tmp_path / "out") == []
 
 
-def _cdn_url(emulator: Emulator) -> str:
-    """The task's video on another origin than the gateway's (localhost instead of 127.0.0.1)."""
-    return emulator.video_url_for(TASK).replace("127.0.0.1", "localhost")
+def _video_elsewhere(emulator: Emulator, monkeypatch: pytest.MonkeyPatch, allowed: str | list[str]) -> None:
+    """The task's video on another origin than the gateway's (localhost instead of 127.0.0.1), with
+    ``allowed`` as the connection's ``allowed_download_hosts``."""
+    emulator.add_task(TASK, Scenario(polls_to_complete=1, video_size=64 * 1024))
+    elsewhere = emulator.video_url_for(TASK).replace("127.0.0.1", "localhost")
+    emulator.add_task(TASK, Scenario(polls_to_complete=1, video_size=64 * 1024, video_url=elsewhere))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDEOQUERY_DEFAULT",
+        connection_json(emulator.url, timeout=5, allowed_download_hosts=allowed),
+    )
 
 
 @pytest.mark.parametrize("allowed", ["cdn.example.com", "*.example.com, other.example.org"])
 def test_allow_list_from_the_connection_refuses_other_hosts(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, allowed: str
 ) -> None:
-    emulator.add_task(TASK, Scenario(polls_to_complete=1, video_size=64 * 1024))
-    emulator.add_task(TASK, Scenario(polls_to_complete=1, video_size=64 * 1024, video_url=_cdn_url(emulator)))
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_VIDEOQUERY_DEFAULT",
-        connection_json(emulator.url, timeout=5, allowed_download_hosts=allowed),
-    )
+    _video_elsewhere(emulator, monkeypatch, allowed)
     with pytest.raises(VideoDownloadError, match="host 'localhost' is not in the connection's allowed"):
         download(tmp_path)
     assert emulator.count(route="video") == 0
@@ -353,12 +355,7 @@ def test_allow_list_from_the_connection_refuses_other_hosts(
 def test_allow_listed_host_is_fetched(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    emulator.add_task(TASK, Scenario(polls_to_complete=1, video_size=64 * 1024))
-    emulator.add_task(TASK, Scenario(polls_to_complete=1, video_size=64 * 1024, video_url=_cdn_url(emulator)))
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_VIDEOQUERY_DEFAULT",
-        connection_json(emulator.url, timeout=5, allowed_download_hosts=["cdn.example.com", "LOCALHOST"]),
-    )
+    _video_elsewhere(emulator, monkeypatch, ["cdn.example.com", "LOCALHOST"])
     uri, video = download(tmp_path)
     assert video["bytes"] == 64 * 1024
     assert emulator.count(route="video") == 1
