@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,8 +22,7 @@ from airflow_provider_videoquery.emulator import (
     sample_mp4,
 )
 from airflow_provider_videoquery.emulator.media import SAMPLE_MP4, generated_header, iter_generated
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 @pytest.fixture
@@ -58,7 +56,7 @@ def create(client: httpx.Client, model: str, **extra: Any) -> str:
     return task_id
 
 
-def download(client: httpx.Client, url: str) -> bytes:
+def download(url: str) -> bytes:
     r = httpx.get(url, timeout=5.0)  # no auth header: video URLs are signed-CDN style
     assert r.status_code == 200
     assert r.headers["content-type"] == "video/mp4"
@@ -82,7 +80,7 @@ def test_veo_completes_after_three_polls_with_seed_001_shape(emu: Emulator, clie
     assert "unsafe" in done["detail"]["video_generation_error"]
     assert done["detail"]["req"]["images"] == ["https://example.com/a.png"]
     assert done["status_update_time"] > 1e12
-    assert download(client, url) == sample_mp4()
+    assert download(url) == sample_mp4()
     assert emu.count("query", task_id) == 3
     assert emu.polls(task_id) == 3
 
@@ -132,7 +130,7 @@ def test_vidu_native_route(emu: Emulator, client: httpx.Client) -> None:
     assert states[-1]["err_code"] == ""
     creation = states[-1]["creations"][0]
     assert set(creation) >= {"id", "url", "cover_url", "watermarked_url"}
-    assert download(client, creation["url"])[4:8] == b"ftyp"
+    assert download(creation["url"])[4:8] == b"ftyp"
 
 
 def test_openai_routes(emu: Emulator, client: httpx.Client) -> None:
@@ -213,7 +211,7 @@ def test_scenario_override_in_create_body(emu: Emulator, client: httpx.Client) -
     task_id = create(client, "veo3", emulator={"polls_to_complete": 1, "video_size": 5000})
     done = poll(client, task_id)
     assert done["status"] == "completed"
-    body = download(client, done["video_url"])
+    body = download(done["video_url"])
     assert len(body) == 5000
     assert body[4:8] == b"ftyp"
     assert emu.expected_video(task_id) == body
@@ -292,7 +290,7 @@ def test_reset_raises_read_error(emu: Emulator, client: httpx.Client) -> None:
     emu.add_fault(Fault("reset", route="query", times=1))
     with pytest.raises(httpx.ReadError):
         client.get("/v1/video/query", params={"id": "veo3:r"})
-    assert len(download(client, emu.video_url_for("veo3:r"))) == 200_000
+    assert len(download(emu.video_url_for("veo3:r"))) == 200_000
 
 
 def test_truncate_sends_less_than_content_length(emu: Emulator) -> None:
