@@ -15,7 +15,7 @@ from tests.airflow_helpers import load_dag, read_xcom
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_example_download_dag(
-    airflow_db: str, emulator: Any, trigger_runs: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    airflow_db: str, emulator: Any, trigger_runs: list[str], tmp_path: Path
 ) -> None:
     from airflow.utils.state import DagRunState, TaskInstanceState
 
