@@ -51,10 +51,11 @@ def get_provider_info() -> dict[str, Any]:
                 "conn-fields": {
                     "route": {
                         "label": "Default route",
-                        "description": "unified (/v1/video/query), vidu-native or openai (/v1/videos)",
+                        "description": "unified (/v1/video/query), vidu-native, openai (/v1/videos) or "
+                        "new-api (/v1/video/generations)",
                         "schema": {
                             "type": ["string", "null"],
-                            "enum": ["unified", "vidu-native", "openai", None],
+                            "enum": ["unified", "vidu-native", "openai", "new-api", None],
                         },
                     },
                     "timeout": {

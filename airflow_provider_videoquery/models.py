@@ -72,6 +72,8 @@ _RAW_STATUS: dict[str, TaskStatus] = {
 # Paths tried in order; the first non-empty string wins.
 _VIDEO_URL_PATHS: tuple[tuple[str | int, ...], ...] = (
     ("video_url",),
+    ("result_url",),  # new-api's TaskDto
+    ("url",),  # new-api's Gemini/Vertex channels
     ("detail", "upsample_video_url"),
     ("detail", "video_url"),
     ("detail", "url"),
@@ -83,6 +85,9 @@ _THUMBNAIL_PATHS: tuple[tuple[str | int, ...], ...] = (
     ("detail", "thumbnail_url"),
     ("creations", 0, "cover_url"),
 )
+# Older new-api versions put the video URL into fail_reason on success: read only then, and only a URL.
+_SUCCESS_URL_FALLBACK_PATHS: tuple[tuple[str | int, ...], ...] = (("fail_reason",),)
+_URL_PREFIXES = ("http://", "https://", "data:")
 _ERROR_PATHS: tuple[tuple[str | int, ...], ...] = (
     ("detail", "pending_info", "failure_reason"),
     ("detail", "video_generation_error"),
@@ -135,18 +140,68 @@ class VideoTask(BaseModel):
         progress = f" {self.progress:.0f}%" if self.progress is not None else ""
         return f"video task {self.id!r}: {self.status.value} ({self.raw_status}){progress}"
 
+    def __repr_args__(self) -> Any:
+        # An inline video is megabytes of base64: a repr shows its header and size only.
+        for name, value in super().__repr_args__():
+            yield name, display_url(value) if name in ("video_url", "thumbnail_url") else value
 
-def parse_task(payload: Mapping[str, Any], video_task_id: str, content_url: str | None = None) -> VideoTask:
-    """Normalize one query answer of any family (unified, vidu-native, OpenAI-style).
 
-    ``content_url`` is where the gateway serves the file itself when the answer names no URL (the
-    OpenAI-style ``/v1/videos/{id}/content``); it is used only once the task has succeeded.
+#: Inline ``data:`` values longer than this are shown as header and size in logs, events and XCom.
+INLINE_SHOWN_MAX = 256
+_ELIDED_MARK = ",…("
+
+
+def is_inline(url: str | None) -> bool:
+    """Whether ``url`` carries the file itself (a ``data:`` URI) instead of pointing at it."""
+    return url is not None and url[:5].lower() == "data:"
+
+
+def display_url(url: str | None) -> str | None:
+    """``url`` fit for logs, XCom and events: a long ``data:`` URI becomes ``data:<type>,…(N bytes)``."""
+    if url is None or not is_inline(url) or len(url) <= INLINE_SHOWN_MAX:
+        return url
+    header, _, data = url.partition(",")
+    size = len(data) * 3 // 4 - (len(data) - len(data.rstrip("="))) if ";base64" in header else len(data)
+    return f"{header}{_ELIDED_MARK}{size} bytes)"
+
+
+def is_elided(url: str | None) -> bool:
+    """Whether ``url`` is :func:`display_url`'s short form of an inline video (not the video itself)."""
+    return is_inline(url) and url is not None and _ELIDED_MARK in url and url.endswith(" bytes)")
+
+
+def elide_inline(value: Any) -> Any:
+    """``value`` (JSON-like) with every long ``data:`` string replaced by its :func:`display_url`."""
+    if isinstance(value, str):
+        return display_url(value)
+    if isinstance(value, Mapping):
+        return {key: elide_inline(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [elide_inline(item) for item in value]
+    return value
+
+
+def parse_task(
+    payload: Mapping[str, Any] | None,
+    video_task_id: str,
+    content_url: str | None = None,
+    statuses: Mapping[str, TaskStatus] | None = None,
+) -> VideoTask:
+    """Normalize one query answer of any family (unified, vidu-native, OpenAI-style, new-api).
+
+    ``payload`` is the task already taken out of its route's envelope; None means the route said it
+    has no task data yet (new-api's ``"data": null``), which is not terminal. ``content_url`` is where
+    the gateway serves the file itself when the answer names no URL (the OpenAI-style
+    ``/v1/videos/{id}/content``); it is used only once the task has succeeded. ``statuses`` are the
+    route's own status words (lower case), read before the shared table.
     """
+    if payload is None:
+        return VideoTask(id=video_task_id, status=TaskStatus.QUEUED, raw_status=None)
     raw_status = _first_text(payload, (("status",), ("state",)))
-    status = _classify(raw_status, video_task_id)
+    status = _classify(raw_status, video_task_id, statuses or {})
     video_url = _first_text(payload, _VIDEO_URL_PATHS)
     if status is TaskStatus.SUCCEEDED and video_url is None:
-        video_url = content_url
+        video_url = _first_url(payload, _SUCCESS_URL_FALLBACK_PATHS) or content_url
     if status is TaskStatus.SUCCEEDED and video_url is None:
         # A success without a file is not usable yet: keep waiting for the URL to appear.
         status = TaskStatus.RUNNING
@@ -164,9 +219,9 @@ def parse_task(payload: Mapping[str, Any], video_task_id: str, content_url: str 
     )
 
 
-def _classify(raw_status: str | None, video_task_id: str) -> TaskStatus:
+def _classify(raw_status: str | None, video_task_id: str, own: Mapping[str, TaskStatus]) -> TaskStatus:
     key = (raw_status or "").strip().lower()
-    status = _RAW_STATUS.get(key)
+    status = own.get(key) or _RAW_STATUS.get(key)
     if status is not None:
         return status
     if key not in _warned_statuses:
@@ -197,6 +252,11 @@ def _first_text(payload: Mapping[str, Any], paths: tuple[tuple[str | int, ...], 
         if isinstance(value, str) and value.strip():
             return value
     return None
+
+
+def _first_url(payload: Mapping[str, Any], paths: tuple[tuple[str | int, ...], ...]) -> str | None:
+    text = _first_text(payload, paths)
+    return text.strip() if text is not None and text.strip().lower().startswith(_URL_PREFIXES) else None
 
 
 def _error_text(payload: Mapping[str, Any]) -> str:

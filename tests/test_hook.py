@@ -63,6 +63,7 @@ ROUTE_CASES = [
     ("unified", "grok:299604b7-c5ea-47b5-bc64-c06f300f0d27", Scenario(family="grok", polls_to_complete=3)),
     ("vidu-native", "876203112", Scenario(family="vidu", polls_to_complete=3)),
     ("openai", "video_68d7512d07848190", Scenario(family="openai", polls_to_complete=3)),
+    ("new-api", "task_4XzJ1nQp8fKcV0aLm3yR7tBwE2uH6sDo", Scenario(family="newapi", polls_to_complete=3)),
 ]
 
 

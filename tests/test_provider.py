@@ -64,3 +64,11 @@ def test_connection_form_is_declared_the_airflow_32_way() -> None:
 def test_form_fields_are_read_under_either_name(key: str) -> None:
     config = GatewayConfig.from_connection("c", "https://gw", "sk-1", {key: "vidu-native"})
     assert config.route is Route.VIDU_NATIVE
+
+
+def test_connection_form_offers_every_route() -> None:
+    from airflow_provider_videoquery import get_provider_info
+    from airflow_provider_videoquery.routes import Route
+
+    form = get_provider_info()["connection-types"][0]["conn-fields"]["route"]
+    assert form["schema"]["enum"] == [*(r.value for r in Route), None]

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from . import media
 from .scenarios import API_ROUTES, Fault, Scenario, family_for_model
-from .shapes import View, created_response, render
+from .shapes import View, created_response, render, render_newapi
 from .state import EmulatorState, RequestRecord, Task, TaskState, new_task_id
 
 STATE_KEY = web.AppKey("emulator_state", EmulatorState)
@@ -75,7 +75,10 @@ def _base(request: web.Request) -> str:
 def _view(request: web.Request, task: Task, st: TaskState) -> View:
     video = thumb = None
     if st.show_video:
-        video = reported_video_url(_base(request), request.host, task)
+        if task.scenario.inline_video:
+            video = media.video_data_uri(task.scenario.video_size)
+        else:
+            video = reported_video_url(_base(request), request.host, task)
         thumb = f"{_base(request)}/thumbnails/{task.video_name}.jpg"
     return View(task, st, video, thumb, time.time())
 
@@ -104,7 +107,7 @@ def _state(request: web.Request) -> EmulatorState:
 def _task_id_of(request: web.Request, route: str, state: EmulatorState) -> str | None:
     if route == "query":
         return request.query.get("id")
-    if route == "vidu_query":
+    if route in ("vidu_query", "newapi_query"):
         return request.match_info.get("task_id")
     if route in ("openai_query", "openai_content"):
         return request.match_info.get("video_id")
@@ -349,6 +352,9 @@ async def _create(request: web.Request, route: str, default_model: str) -> web.S
     elif route == "openai_create":
         family = scenario.family or "openai"
         task_id = new_task_id("openai", model)
+    elif route == "newapi_create":
+        family = scenario.family or "newapi"
+        task_id = new_task_id("newapi", model)
     else:
         family = scenario.family or family_for_model(model)
         task_id = new_task_id(family if family in ("veo", "sora", "grok") else "veo", model)
@@ -387,6 +393,21 @@ async def handle_vidu_query(request: web.Request) -> web.StreamResponse:
 
 async def handle_openai_query(request: web.Request) -> web.StreamResponse:
     return await _query(request, request.match_info["video_id"], 400)
+
+
+async def handle_newapi_create(request: web.Request) -> web.StreamResponse:
+    return await _create(request, "newapi_create", "veo3.1-fast")
+
+
+async def handle_newapi_query(request: web.Request) -> web.StreamResponse:
+    task_id = request.match_info["task_id"]
+    result = _state(request).advance(task_id)
+    if result is None:
+        return web.json_response(TASK_NOT_EXIST, status=400)
+    task, st = result
+    if task.polls <= task.scenario.newapi_null_polls:
+        return web.json_response({"code": "success", "data": None})
+    return web.json_response(render_newapi(_view(request, task, st)))
 
 
 async def handle_openai_content(request: web.Request) -> web.StreamResponse:
@@ -517,6 +538,8 @@ def create_app(state: EmulatorState | None = None) -> web.Application:
     r.add_post("/v1/videos", handle_openai_create, name="openai_create")
     r.add_get("/v1/videos/{video_id}", handle_openai_query, name="openai_query")
     r.add_get("/v1/videos/{video_id}/content", handle_openai_content, name="openai_content")
+    r.add_post("/v1/video/generations", handle_newapi_create, name="newapi_create")
+    r.add_get("/v1/video/generations/{task_id}", handle_newapi_query, name="newapi_query")
     r.add_get("/videos/{name}", handle_video, name="video")
     r.add_get("/thumbnails/{name}", handle_thumbnail, name="thumbnail")
     r.add_post("/_emulator/tasks", admin_tasks, name="admin_tasks")

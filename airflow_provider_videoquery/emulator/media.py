@@ -3,6 +3,7 @@ bytes of any size, produced chunk by chunk for any byte range (never held whole 
 
 from __future__ import annotations
 
+import base64
 import functools
 import random
 import struct
@@ -96,3 +97,8 @@ def iter_video(size: int | None, start: int = 0, end: int | None = None) -> Iter
 def video_bytes(size: int | None) -> bytes:
     """The whole video for a scenario's ``video_size`` (tests: compare with a download)."""
     return b"".join(iter_video(size))
+
+
+def video_data_uri(size: int | None) -> str:
+    """The video as an inline ``data:video/mp4;base64,…`` URI, as some gateways report a finished one."""
+    return "data:video/mp4;base64," + base64.b64encode(video_bytes(size)).decode("ascii")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-Family = Literal["veo", "sora", "grok", "vidu", "openai"]
+Family = Literal["veo", "sora", "grok", "vidu", "openai", "newapi"]
 Outcome = Literal["success", "failed"]
 FaultKind = Literal[
     "http_error",
@@ -26,6 +26,9 @@ FaultKind = Literal[
     "redirect",
 ]
 Kind = Literal["queued", "running", "success", "failed"]
+#: How new-api's own route answers (``family="newapi"``): its TaskDto, an older version's TaskDto with
+#: the video URL in ``fail_reason``, or the smaller answer of its Gemini/Vertex channels.
+NewApiShape = Literal["task", "legacy", "gemini"]
 
 FAMILIES: tuple[str, ...] = get_args(Family)
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
@@ -39,6 +42,8 @@ ROUTES: tuple[str, ...] = (
     "openai_create",
     "openai_query",
     "openai_content",
+    "newapi_create",
+    "newapi_query",
     "video",
     "thumbnail",
 )
@@ -121,12 +126,22 @@ class Scenario:
     unknown_for_polls: int = 0
     #: The first N *successful* terminal answers carry no video URL (status completed, video_url null).
     success_without_url_polls: int = 0
+    #: Report the finished video inline, as ``data:video/mp4;base64,…``, instead of a link.
+    inline_video: bool = False
+    #: new-api route only: the answer's shape (see `NewApiShape`).
+    newapi_shape: NewApiShape = "task"
+    #: new-api route only: the first N answered queries say ``{"code": "success", "data": null}``.
+    newapi_null_polls: int = 0
 
     def __post_init__(self) -> None:
         if self.family is not None and self.family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}, not {self.family!r}")
         if self.outcome not in ("success", "failed"):
             raise ValueError(f"outcome must be 'success' or 'failed', not {self.outcome!r}")
+        if self.newapi_shape not in get_args(NewApiShape):
+            raise ValueError(
+                f"newapi_shape must be one of {get_args(NewApiShape)}, not {self.newapi_shape!r}"
+            )
         if self.video_size is not None and self.video_size < 0:
             raise ValueError("video_size must be >= 0")
         if self.statuses is not None:

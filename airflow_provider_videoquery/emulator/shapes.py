@@ -30,6 +30,14 @@ STATUS_WORDS: dict[Family, dict[Kind, str]] = {
     "grok": {"queued": "pending", "running": "processing", "success": "completed", "failed": "failed"},
     "vidu": {"queued": "created", "running": "processing", "success": "success", "failed": "failed"},
     "openai": {"queued": "queued", "running": "in_progress", "success": "completed", "failed": "failed"},
+    "newapi": {"queued": "QUEUED", "running": "IN_PROGRESS", "success": "SUCCESS", "failed": "FAILURE"},
+}
+#: new-api's Gemini/Vertex channels answer their own, lower-case words.
+NEWAPI_GEMINI_WORDS: dict[Kind, str] = {
+    "queued": "queued",
+    "running": "processing",
+    "success": "succeeded",
+    "failed": "failed",
 }
 
 
@@ -314,12 +322,64 @@ def render_openai(v: View) -> dict[str, Any]:
     }
 
 
+def render_newapi(v: View) -> dict[str, Any]:
+    """new-api's own route: ``{"code": "success", "message": "", "data": <TaskDto or Gemini answer>}``."""
+    shape = v.task.scenario.newapi_shape
+    data = _newapi_gemini(v) if shape == "gemini" else _newapi_task_dto(v, legacy=shape == "legacy")
+    return {"code": "success", "message": "", "data": data}
+
+
+def _newapi_task_dto(v: View, legacy: bool) -> dict[str, Any]:
+    created, now = int(v.task.created_at), int(v.now)
+    success = v.state.kind == "success"
+    dto: dict[str, Any] = {
+        "id": int(v.hexid("row", 6), 16),
+        "created_at": created,
+        "updated_at": now,
+        "task_id": v.task.id,
+        "platform": "54",
+        "user_id": 1,
+        "group": "default",
+        "channel_id": 1,
+        "quota": 0,
+        "action": "generate",
+        "status": v.state.raw_status or STATUS_WORDS["newapi"][v.state.kind],
+        # Older new-api versions carry the video URL here on success and leave result_url empty.
+        "fail_reason": v.reason or (v.video_url if legacy and success else "") or "",
+        "submit_time": created,
+        "start_time": created + 1 if v.state.kind != "queued" else 0,
+        "finish_time": now if v.terminal else 0,
+        "progress": f"{round(v.state.progress * 100)}%",
+        "properties": {"input": v.prompt, "upstream_model_name": v.task.model},
+        # The upstream's own answer, passed through (not what the client should read).
+        "data": {"id": v.hexid("upstream", 24), "status": v.state.kind, "model": v.task.model},
+    }
+    if v.video_url is not None and not legacy:
+        dto["result_url"] = v.video_url
+    return dto
+
+
+def _newapi_gemini(v: View) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "task_id": v.task.id,
+        "status": v.state.raw_status or NEWAPI_GEMINI_WORDS[v.state.kind],
+    }
+    if v.video_url is not None:
+        data["url"] = v.video_url
+        data["format"] = "mp4"
+        data["metadata"] = {"duration": 8.0, "fps": 24, "width": 1280, "height": 720, "seed": 20231234}
+    if v.failed:
+        data["error"] = {"code": 400, "message": v.reason}
+    return data
+
+
 RENDERERS = {
     "veo": render_veo,
     "sora": render_sora,
     "grok": render_grok,
     "vidu": render_vidu,
     "openai": render_openai,
+    "newapi": render_newapi,
 }
 
 
@@ -328,8 +388,18 @@ def render(v: View) -> dict[str, Any]:
 
 
 def created_response(task: Task, route: str, now: float | None = None) -> dict[str, Any]:
-    """What a create call answers: ``route`` is "create", "vidu_create" or "openai_create"."""
+    """What a create call answers, for the create route named ``route`` (see `scenarios.ROUTES`)."""
     now = time.time() if now is None else now
+    if route == "newapi_create":
+        return {
+            "id": task.id,
+            "task_id": task.id,
+            "object": "video",
+            "model": task.model,
+            "status": "queued",
+            "progress": 0,
+            "created_at": int(now),
+        }
     if route == "openai_create":
         return render_openai(View(task, TaskState(None, "queued", 0.0, False), None, None, now))
     if route == "vidu_create":

@@ -71,6 +71,9 @@ def new_task_id(family: Family, model: str) -> str:
         return str(800_000_000_000_000_000 + secrets.randbelow(100_000_000_000_000_000))
     if family == "openai":
         return f"video_{secrets.token_hex(16)}"
+    if family == "newapi":
+        alphabet = string.ascii_letters + string.digits
+        return "task_" + "".join(secrets.choice(alphabet) for _ in range(32))
     if family == "sora":
         alphabet = string.digits + string.ascii_lowercase
         tail = "".join(secrets.choice(alphabet) for _ in range(26))

@@ -10,9 +10,7 @@ import json
 import random
 import ssl
 from collections.abc import Generator, Mapping
-from enum import StrEnum
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -24,18 +22,12 @@ from airflow_provider_videoquery.exceptions import (
     VideoQueryTransientError,
     VideoTaskNotFoundError,
 )
+from airflow_provider_videoquery.routes import Route as Route  # re-exported: its historic home
+from airflow_provider_videoquery.routes import spec
 
 USER_AGENT = "airflow-provider-videoquery"
 _BODY_PREVIEW = 200
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
-
-
-class Route(StrEnum):
-    """Which query route a gateway serves a task on."""
-
-    UNIFIED = "unified"
-    VIDU_NATIVE = "vidu-native"
-    OPENAI = "openai"
 
 
 class GatewayConfig(BaseModel):
@@ -81,26 +73,14 @@ class GatewayConfig(BaseModel):
         }
 
     def query_url(self, video_task_id: str, route: Route | None = None) -> str:
-        route = route or self.route
-        if route is Route.VIDU_NATIVE:
-            return f"{self.base_url}/vidu-native/video/generations/{quote(video_task_id, safe='')}"
-        if route is Route.OPENAI:
-            return f"{self.base_url}/v1/videos/{quote(video_task_id, safe='')}"
-        return f"{self.base_url}/v1/video/query?id={quote(video_task_id, safe='')}"
+        return spec(route or self.route).query_url(self.base_url, video_task_id)
 
     def content_url(self, video_task_id: str, route: Route | None = None) -> str | None:
-        """Where the gateway itself serves the file (OpenAI-style only)."""
-        if (route or self.route) is Route.OPENAI:
-            return f"{self.query_url(video_task_id, Route.OPENAI)}/content"
-        return None
+        """Where the gateway itself serves the file, on routes that have such a path (OpenAI-style)."""
+        return spec(route or self.route).content_url(self.base_url, video_task_id)
 
     def create_url(self, route: Route | None = None) -> str:
-        route = route or self.route
-        if route is Route.VIDU_NATIVE:
-            return f"{self.base_url}/vidu-native/video/generations"
-        if route is Route.OPENAI:
-            return f"{self.base_url}/v1/videos"
-        return f"{self.base_url}/v1/video/create"
+        return spec(route or self.route).create_url(self.base_url)
 
     @classmethod
     def from_connection(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator, Mapping
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -24,7 +24,8 @@ from airflow_provider_videoquery.hooks._http import (
     exchange,
     json_body,
 )
-from airflow_provider_videoquery.models import VideoTask, parse_task
+from airflow_provider_videoquery.models import VideoTask, elide_inline, parse_task
+from airflow_provider_videoquery.routes import EnvelopeError, RouteSpec, spec
 
 T = TypeVar("T")
 
@@ -40,7 +41,8 @@ class VideoQueryHook(BaseHook):
     thousands of triggers in one triggerer cost one connection pool.
 
     :param videoquery_conn_id: the Airflow connection to use.
-    :param route: ``unified``, ``vidu-native`` or ``openai``; default: the connection's ``route`` extra.
+    :param route: ``unified``, ``vidu-native``, ``openai`` or ``new-api``; default: the connection's
+        ``route`` extra.
     :param retry_policy: how transient failures (429, 5xx, timeouts, resets) are retried.
     """
 
@@ -127,7 +129,8 @@ class VideoQueryHook(BaseHook):
     def create_task(
         self, model: str, prompt: str, route: str | Route | None = None, **fields: Any
     ) -> VideoTask:
-        """Submit a new video task (``POST /v1/video/create``); extra fields pass through unchanged.
+        """Submit a new video task (the route's create, e.g. ``POST /v1/video/create``); extra fields pass
+        through unchanged.
 
         A create is not idempotent, so it is retried only when the gateway surely did not take it
         (429/503, or no connection was made).
@@ -162,8 +165,12 @@ class VideoQueryHook(BaseHook):
             extensions={"timeout": config.timeout.as_dict()},
         )
         response = yield from exchange(request, self.retry_policy, what)
+        route_spec = spec(resolved)
         return parse_task(
-            json_body(response, what), video_task_id, config.content_url(video_task_id, resolved)
+            _unwrap(route_spec, json_body(response, what), what),
+            video_task_id,
+            config.content_url(video_task_id, resolved),
+            route_spec.statuses,
         )
 
     def _create(
@@ -180,10 +187,12 @@ class VideoQueryHook(BaseHook):
         )
         response = yield from exchange(request, self.retry_policy, what, idempotent=False)
         answer = json_body(response, what)
-        new_id = answer.get("id") or answer.get("task_id")
-        if not isinstance(new_id, str | int) or not str(new_id):
-            raise VideoQueryResponseError(f"{what}: the answer names no task id: {answer!r}")
-        task = parse_task(answer, str(new_id))
+        route_spec = spec(resolved)
+        created = _unwrap(route_spec, answer, what)
+        new_id = route_spec.new_id(created) if created is not None else None
+        if new_id is None:
+            raise VideoQueryResponseError(f"{what}: the answer names no task id: {elide_inline(answer)!r}")
+        task = parse_task(created, new_id, statuses=route_spec.statuses)
         self.log.info("Created %s", task.summary())
         return task
 
@@ -224,6 +233,14 @@ class VideoQueryHook(BaseHook):
         except StopIteration as done:
             result: T = done.value
             return result
+
+
+def _unwrap(route: RouteSpec, answer: dict[str, Any], what: str) -> Mapping[str, Any] | None:
+    """The task inside ``answer`` by the route's envelope (None: no task data yet)."""
+    try:
+        return route.unwrap(answer)
+    except EnvelopeError as err:
+        raise VideoQueryResponseError(f"{what}: {err}") from None
 
 
 def _base_url(conn: Any) -> str:

@@ -45,7 +45,7 @@ class VideoCreateOperator(BaseOperator):
     :param model: e.g. ``veo3.1-fast``, ``sora-2``, ``grok-video-3`` (templated).
     :param prompt: what to generate (templated).
     :param videoquery_conn_id: the ``videoquery`` connection.
-    :param route: ``unified``, ``vidu-native`` or ``openai``; default: the connection's route.
+    :param route: ``unified``, ``vidu-native``, ``openai`` or ``new-api``; default: the connection's route.
     :param extra_fields: more body fields, passed unchanged (``aspect_ratio``, ``images``, ``duration``,
         …; templated).
     """
@@ -99,7 +99,7 @@ class VideoDownloadOperator(BaseOperator):
         task id (templated), e.g. ``s3://bucket/videos/`` or ``file:///data/videos/clip.mp4``.
     :param destination_conn_id: the storage connection (e.g. ``aws_default``); None: the store's default.
     :param videoquery_conn_id: the ``videoquery`` connection.
-    :param route: ``unified``, ``vidu-native`` or ``openai``; default: the connection's route.
+    :param route: ``unified``, ``vidu-native``, ``openai`` or ``new-api``; default: the connection's route.
     :param wait_for_completion: wait for an unfinished task; otherwise fail at once.
     :param deferrable: wait in the triggerer (True) or poll on the worker (False).
     :param poll_interval: seconds between status queries while waiting.

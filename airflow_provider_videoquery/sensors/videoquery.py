@@ -32,7 +32,7 @@ class VideoTaskSensor(BaseSensorOperator):
 
     :param video_task_id: the id the gateway's create call returned (templated).
     :param videoquery_conn_id: the ``videoquery`` connection.
-    :param route: ``unified``, ``vidu-native`` or ``openai``; default: the connection's route.
+    :param route: ``unified``, ``vidu-native``, ``openai`` or ``new-api``; default: the connection's route.
     :param poke_interval: seconds between polls; gateways refresh about every 15 s, so 10-30 s.
     :param timeout: seconds to wait in total before giving up.
     :param not_found_grace: seconds an unknown task id is tolerated (a gateway may not know a task

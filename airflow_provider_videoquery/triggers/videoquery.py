@@ -38,7 +38,7 @@ class VideoTaskTrigger(BaseTrigger):
     :param video_task_id: the id the gateway's create call returned.
     :param deadline: epoch seconds after which the wait ends with a ``timeout`` event.
     :param videoquery_conn_id: the ``videoquery`` connection to poll with.
-    :param route: ``unified``, ``vidu-native`` or ``openai``; default: the connection's route.
+    :param route: ``unified``, ``vidu-native``, ``openai`` or ``new-api``; default: the connection's route.
     :param poll_interval: seconds between polls (gateways refresh about every 15 s).
     :param not_found_deadline: epoch seconds until which "unknown task" means "not known yet";
         default: ``started_at`` + 60 s.
