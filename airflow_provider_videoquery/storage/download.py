@@ -40,6 +40,7 @@ from airflow_provider_videoquery.hooks._http import (
     describe,
     retry_after,
 )
+from airflow_provider_videoquery.storage.hosts import blocked_address, explicitly_allowed
 from airflow_provider_videoquery.storage.paths import object_uri
 from airflow_provider_videoquery.storage.sinks import DIRECT_PROTOCOLS, WRITE_BLOCK_SIZE, Sink
 from airflow_provider_videoquery.storage.transport import READINTO, Readinto, download_client
@@ -238,6 +239,8 @@ class _Download:
         self.resumable = False
         self.validator: str | None = None
         self.progress: _Progress | None = None
+        #: The host the body being read came from, when it is not the gateway (its bytes are not shown).
+        self.body_host: str | None = None
 
     @property
     def label(self) -> str:
@@ -344,10 +347,20 @@ class _Download:
             )
         allowed = self.settings.allowed_hosts
         host = url.host.lower()
-        if allowed and _origin(url) != self.trusted and not _host_allowed(host, allowed):
+        if _origin(url) == self.trusted:
+            return  # the gateway itself: the hook talks to it anyway
+        if allowed and not _host_allowed(host, allowed):
             raise VideoDownloadError(
                 f"Downloading {self.label}: host {host!r} is not in the connection's "
                 f"allowed_download_hosts {list(allowed)}. Add it there if it is the gateway's CDN."
+            )
+        blocked = blocked_address(host, _origin(url)[2])
+        if blocked is not None and not explicitly_allowed(host, blocked, allowed):
+            raise VideoDownloadError(
+                f"Downloading {self.label}: refusing to connect to {host!r} ({blocked}): link-local and "
+                "cloud-metadata addresses (169.254.0.0/16, fe80::/10, …) are never fetched, as a video "
+                "URL pointing there is a request forgery or a misconfigured gateway. If this host really "
+                "serves the videos, name it in the connection's allowed_download_hosts."
             )
 
     def _send(self, url: httpx.URL, offset: int) -> httpx.Response:
@@ -371,16 +384,29 @@ class _Download:
                 ) from None
             raise _Transient(describe(err)) from None
 
+    def _from_gateway(self, response: httpx.Response) -> bool:
+        return self.trusted is not None and _origin(response.request.url) == self.trusted
+
+    def _preview(self, response: httpx.Response) -> str:
+        """The start of the body for messages (quoted), from the gateway's own origin only.
+
+        Another host's body is never quoted into a log or an exception: a request forgery that reached
+        a metadata service or an internal page would otherwise print its answer (credentials)."""
+        if self._from_gateway(response):
+            text = _body_preview(response)
+            return repr(text) if text else "(no body)"
+        return f"(body not shown: it came from {response.request.url.host!r}, not the gateway)"
+
     def _refuse(self, response: httpx.Response) -> None:
         """Raise the right error for a non-success answer (and close it)."""
         code = response.status_code
-        preview = _body_preview(response)
+        preview = self._preview(response)
         response.close()
         if code in RETRYABLE_STATUS:
-            raise _Transient(f"HTTP {code} {preview}".rstrip(), retry_after(response))
+            raise _Transient(f"HTTP {code} {preview}", retry_after(response))
         if code in _EXPIRED_STATUS:
             raise VideoDownloadError(
-                f"Downloading {self.label}: HTTP {code} ({preview or 'no body'}). The video URL has "
+                f"Downloading {self.label}: HTTP {code} {preview}. The video URL has "
                 "probably expired or was revoked: signed links last hours to days. Download soon after "
                 "the task completes, re-query the task for a fresh URL, or create a new task."
             )
@@ -413,12 +439,13 @@ class _Download:
 
     def _check_headers(self, response: httpx.Response, total: int | None) -> None:
         self.content_type = response.headers.get("content-type")
+        self.body_host = None if self._from_gateway(response) else response.request.url.host
         ctype = (self.content_type or "").split(";")[0].strip().lower()
         if ctype.startswith(_TEXTUAL_TYPES) or ctype.endswith(("+json", "+xml")):
             raise VideoDownloadError(
                 f"Downloading {self.label}: the server answered HTTP {response.status_code} with "
                 f"{ctype!r} instead of {'a video' if self.kind is ContentKind.VIDEO else 'an image'}: "
-                f"{_body_preview(response)!r}. The gateway probably served an error page; re-query the "
+                f"{self._preview(response)}. The gateway probably served an error page; re-query the "
                 "task or retry later."
             )
         if total is not None and total > self.settings.max_bytes:
@@ -487,10 +514,15 @@ class _Download:
         suffix = _video_suffix(head) if self.kind is ContentKind.VIDEO else _image_suffix(head)
         if suffix is None:
             expected = "an MP4 ('ftyp' at byte 4)" if self.kind is ContentKind.VIDEO else "an image"
-            shown = head[:_PREVIEW_BYTES].decode("utf-8", "replace") if head else "(empty body)"
+            if not head:
+                shown = "(empty body)"
+            elif self.body_host is None:
+                shown = repr(head[:_PREVIEW_BYTES].decode("utf-8", "replace"))
+            else:
+                shown = f"bytes not shown: they came from {self.body_host!r}, not the gateway"
             raise VideoDownloadError(
                 f"Downloading {self.label}: what arrived is not {expected} (content-type "
-                f"{self.content_type!r}, starts with {shown!r}). The gateway probably served an error "
+                f"{self.content_type!r}, starts with {shown}). The gateway probably served an error "
                 "page; re-query the task or retry later."
             )
         self.suffix = suffix
