@@ -478,9 +478,16 @@ class _Download:
             with suppress(Exception):
                 fs.invalidate_cache(path.path)
             try:
-                size: int | None = int(fs.info(path.path).get("size") or 0)
+                info = fs.info(path.path)
             except FileNotFoundError:
-                size = None
+                size: int | None = None
+            else:
+                if info.get("type") == "directory":
+                    raise VideoDownloadError(
+                        f"{object_uri(path)} is a folder, so {self.what} cannot be stored under that name. "
+                        "End the destination with '/' to store the file inside it."
+                    )
+                size = int(info.get("size") or 0)
             self.existing[path.path] = size
         return self.existing[path.path]
 
