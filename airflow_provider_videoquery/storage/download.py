@@ -42,7 +42,7 @@ from airflow_provider_videoquery.hooks._http import (
 )
 from airflow_provider_videoquery.storage.hosts import blocked_address, explicitly_allowed
 from airflow_provider_videoquery.storage.paths import object_uri
-from airflow_provider_videoquery.storage.sinks import DIRECT_PROTOCOLS, WRITE_BLOCK_SIZE, Sink
+from airflow_provider_videoquery.storage.sinks import DIRECT_PROTOCOLS, WRITE_BLOCK_SIZE, Sink, sync_folder
 from airflow_provider_videoquery.storage.transport import READINTO, Readinto, download_client
 
 log = logging.getLogger(__name__)
@@ -569,6 +569,7 @@ class _Download:
             )
         final.fs.mv(self.sink.path.path, final.path)
         self.sink = None
+        sync_folder(final)
         return self._placed(final, size, digest)
 
     def _placed(self, final: ObjectStoragePath, size: int, digest: str) -> StoredObject:

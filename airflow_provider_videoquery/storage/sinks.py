@@ -1,7 +1,11 @@
 """Where the bytes of a download go, hashed on the way: a temporary object, or the final S3 key itself.
 
 * ``file://`` and stores without an invisible-until-complete write: a temporary object beside the
-  destination (``.<name>.part-<random>``), renamed into place by the caller once verified;
+  destination (``.<name>.part-<random>``), renamed into place by the caller once verified. A local
+  temporary is flushed and fsynced before that rename, and the folder after it (:func:`sync_folder`),
+  so a host crash cannot leave an empty file that was reported as stored. Temporaries a killed worker
+  left in a local folder are removed by the next download into it once they are older than
+  :data:`STALE_PART_AGE` (:func:`remove_stale_parts`);
 * S3: the final key directly. Its multipart upload stays invisible until it is completed and is aborted
   on any failure, so a partial object can never appear — and there is no second full copy (``mv`` on S3
   is a server-side copy plus a delete).
@@ -18,9 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
+import re
 import secrets
+import stat
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any, Protocol
@@ -44,6 +52,12 @@ PENDING_BLOCKS = 4
 LOCAL_WRITE_SIZE = 64 * 1024
 #: Protocols whose writes are invisible until closed and cleanly abortable (an S3 multipart upload).
 DIRECT_PROTOCOLS = frozenset({"s3", "s3a"})
+#: Seconds after its last write when a local ``.part-`` temporary is surely orphaned: a live download
+#: writes at least every read timeout (60 s by default) or retry delay (at most 30 s), so an hour-old
+#: temporary belongs to a killed worker, never to a concurrent writer.
+STALE_PART_AGE = 3600.0
+#: The name of a temporary written by :meth:`Sink.beside`.
+PART_NAME = re.compile(r"\..+\.part-[0-9a-f]{12}")
 
 
 class Sink:
@@ -66,7 +80,8 @@ class Sink:
 
     @classmethod
     def beside(cls, destination: ObjectStoragePath) -> Sink:
-        """A temporary object next to ``destination``."""
+        """A temporary object next to ``destination`` (removing stale ones a killed run left there)."""
+        remove_stale_parts(destination.parent)
         return cls(destination.parent / f".{destination.name}.part-{secrets.token_hex(6)}", temporary=True)
 
     @classmethod
@@ -155,10 +170,54 @@ class _LocalFile:
             self._file.write(block[start : start + LOCAL_WRITE_SIZE])
 
     def close(self) -> None:
+        """Write out and fsync before the caller renames the file into place."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
         self._file.close()
 
     def discard(self) -> None:
         self._file.close()
+
+
+def remove_stale_parts(folder: ObjectStoragePath, now: float | None = None) -> list[str]:
+    """Remove the temporaries (:data:`PART_NAME`) in a local ``folder`` not written to for
+    :data:`STALE_PART_AGE` seconds: a killed worker's leftovers. Returns their names; never raises."""
+    if not isinstance(folder.fs, LocalFileSystem):
+        return []  # elsewhere a temporary is invisible until its write completes
+    now = time.time() if now is None else now
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(folder.path))
+    except OSError:  # no folder yet (or unreadable: the write will say so)
+        return removed
+    for entry in entries:
+        if not PART_NAME.fullmatch(entry.name):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < STALE_PART_AGE:
+                continue
+            os.unlink(entry.path)
+        except OSError:  # gone meanwhile: another run cleaned up
+            continue
+        removed.append(entry.name)
+        log.info(
+            "Removed %s, a temporary file a killed download left %.1f hours ago.",
+            entry.path,
+            (now - info.st_mtime) / 3600,
+        )
+    return removed
+
+
+def sync_folder(path: ObjectStoragePath) -> None:
+    """fsync the local folder holding ``path``, so a rename into it survives a host crash."""
+    if not isinstance(path.fs, LocalFileSystem):
+        return
+    descriptor = os.open(path.parent.path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 class _BackgroundWriter:

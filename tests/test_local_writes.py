@@ -1,0 +1,91 @@
+"""Local files: durable before they are reported stored, and no orphaned temporaries piling up.
+
+A host crash cannot be produced here, so durability is checked by its mechanism: the temporary's
+descriptor is fsynced before the rename, the folder after it (``os.fsync``/``os.rename`` recorded).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_videoquery.emulator import Emulator
+from airflow_provider_videoquery.storage import store_url
+from airflow_provider_videoquery.storage.sinks import PART_NAME, STALE_PART_AGE
+from tests.test_storage import folder_of, listing, settings_for, target, video_task
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_the_file_is_fsynced_before_the_rename_and_the_folder_after(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: Any) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        events.append(("rename", str(src), str(dst)))
+        real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+
+    stored = store_url(video_task(emulator), target(tmp_path), settings_for(emulator))
+
+    final = str(folder_of(tmp_path) / stored.path.name)
+    ours = [event for event in events if str(tmp_path) in event[1]]
+    assert len(ours) == 3, events
+    assert [event[0] for event in ours] == ["fsync", "rename", "fsync"]
+    (_, synced), (_, moved_from, moved_to), (_, folder) = ours
+    assert PART_NAME.fullmatch(Path(synced).name)
+    assert (moved_from, moved_to) == (synced, final)
+    assert folder == str(folder_of(tmp_path))
+    assert Path(final).read_bytes() == emulator.expected_video("veo3.1-fast:1764522552-Ab3dE9fGh1")
+
+
+def _aged(path: Path, seconds: float, directory: bool = False) -> Path:
+    if directory:
+        path.mkdir()
+    else:
+        path.write_bytes(b"\x00" * 100)
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+def test_orphaned_temporaries_are_removed_by_the_next_download_only_when_stale(
+    emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = folder_of(tmp_path)
+    folder.mkdir()
+    old, fresh = STALE_PART_AGE + 60, STALE_PART_AGE - 60
+    _aged(folder / ".veo3.1-fast_x.mp4.part-0123456789ab", old)  # a killed worker's
+    _aged(folder / ".another-task.mp4.part-abcdefabcdef", old)  # another task's, killed too
+    _aged(folder / ".writing-now.mp4.part-aaaaaaaaaaaa", fresh)  # a concurrent download's
+    _aged(folder / ".notes.part-draft", old)  # not ours
+    _aged(folder / "kept.mp4", old)  # a video
+    _aged(folder / ".dir.mp4.part-bbbbbbbbbbbb", old, directory=True)  # not a file we wrote
+    caplog.set_level(logging.INFO)
+
+    stored = store_url(video_task(emulator), target(tmp_path), settings_for(emulator))
+
+    assert listing(tmp_path) == sorted(
+        [
+            ".dir.mp4.part-bbbbbbbbbbbb",
+            ".notes.part-draft",
+            ".writing-now.mp4.part-aaaaaaaaaaaa",
+            "kept.mp4",
+            stored.path.name,
+        ]
+    )
+    assert "a killed download left 1.0 hours ago" in caplog.text
+    assert ".another-task.mp4.part-abcdefabcdef" in caplog.text
