@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-e2e test-lowest lint unit bench install clean
+.PHONY: demo test test-e2e test-distributed test-lowest lint unit bench install clean
 
 # The newest Airflow we test with, and the lowest one pyproject.toml admits (tested without the S3 extra).
 # constraints/ pins every dependency as tested (pip freeze of a green run): installs are fast and repeatable.
@@ -12,6 +12,11 @@ AIRFLOW_NEWEST ?= 3.3.2
 AIRFLOW_LOWEST ?= 3.1.8
 LOWEST_VENV ?= .venv-lowest
 LOWEST_STAMP := $(LOWEST_VENV)/.installed-stamp
+# The distributed deployment's venv: the newest Airflow plus the Celery executor, Redis client and
+# PostgreSQL drivers, pinned in constraints/distributed-*.txt (celery 5.7 breaks the celery provider).
+DIST_VENV ?= .venv-distributed
+DIST_STAMP := $(DIST_VENV)/.installed-stamp
+DIST_RUN ?= build/test-distributed
 
 $(STAMP): pyproject.toml constraints/airflow-$(AIRFLOW_NEWEST).txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +30,14 @@ $(LOWEST_STAMP): pyproject.toml constraints/airflow-$(AIRFLOW_LOWEST).txt
 	$(LOWEST_VENV)/bin/python -m pip install --quiet -e . -c constraints/airflow-$(AIRFLOW_LOWEST).txt \
 		'apache-airflow==$(AIRFLOW_LOWEST)' pytest pytest-asyncio pytest-timeout 'moto[server]'
 	touch $(LOWEST_STAMP)
+
+$(DIST_STAMP): pyproject.toml constraints/airflow-$(AIRFLOW_NEWEST).txt constraints/distributed-$(AIRFLOW_NEWEST).txt
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DIST_VENV)/bin/python -m pip install --quiet -e '.[test]' -c constraints/airflow-$(AIRFLOW_NEWEST).txt \
+		-c constraints/distributed-$(AIRFLOW_NEWEST).txt \
+		'celery[redis]' apache-airflow-providers-celery asyncpg psycopg2-binary
+	touch $(DIST_STAMP)
 
 install: $(STAMP)
 
@@ -47,6 +60,17 @@ unit: $(STAMP)
 test-e2e: $(STAMP)
 	VIDEOQUERY_E2E=1 $(PY) -m pytest tests/e2e
 
+## A distributed deployment on 127.0.0.1: PostgreSQL, Redis, CeleryExecutor with two workers, two
+## triggerers; mapped waits, a triggerer and a worker killed mid-run. Installs Redis (apt) and
+## PostgreSQL's server when missing; logs and report.txt stay in $(DIST_RUN).
+test-distributed: $(DIST_STAMP)
+	@command -v redis-server >/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
+	VIDEOQUERY_DISTRIBUTED=1 VIDEOQUERY_DISTRIBUTED_DIR=$(DIST_RUN) \
+		$(DIST_VENV)/bin/python -m pytest -s tests/e2e/test_distributed.py
+
 ## The same suite on the lowest supported Airflow (S3 tests skip: no amazon provider there).
 test-lowest: $(LOWEST_STAMP)
 	$(LOWEST_VENV)/bin/python -m pytest
@@ -55,4 +79,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) $(LOWEST_VENV) .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(LOWEST_VENV) $(DIST_VENV) .mypy_cache .ruff_cache build *.egg-info

@@ -1,10 +1,13 @@
 """A small, real Airflow deployment in a temporary folder, for end-to-end tests.
 
-API server, scheduler (LocalExecutor), DAG processor and triggerer each run as their own process
-group, with their own ``AIRFLOW_HOME`` and SQLite DB, and a complete environment built here: nothing
-leaks in from the test process (``tests/conftest.py`` sets ``AIRFLOW_*`` for in-process tests).
-State is read straight from the SQLite file (read-only), so the test process never imports the
-cluster's configuration.
+By default API server, scheduler (LocalExecutor), DAG processor and triggerer on a SQLite DB; a
+distributed test passes its own components (Celery workers, several triggerers) and a PostgreSQL
+database (``tests/e2e/services.py``). Each component runs as its own process group with a complete
+environment built here: nothing leaks in from the test process (``tests/conftest.py`` sets
+``AIRFLOW_*`` for in-process tests). Each component reports its own name as its hostname, so
+``job.hostname`` and ``task_instance.hostname`` say which process holds a trigger or runs a task.
+State is read straight from the database, so the test process never imports the cluster's
+configuration.
 """
 
 from __future__ import annotations
@@ -23,18 +26,67 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-#: The long-running components, in start order (the API server first: workers report to it).
+TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+#: Imported by every component as ``[core] hostname_callable``: the component's name is its hostname.
+HOSTNAME_MODULE = """import os, socket
+
+def hostname():
+    return os.environ.get("VIDEOQUERY_E2E_COMPONENT") or socket.getfqdn()
+"""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One long-running process: ``airflow <argv>``, known by ``name`` (its log, its hostname)."""
+
+    name: str
+    argv: tuple[str, ...]
+
+
+#: The default components, in start order (the API server first: workers report to it).
 #: Task and trigger logs are files in the same home, so the log-serving HTTP servers (which would
 #: bind fixed ports 8793/8794 on all interfaces) are not started.
-COMPONENTS: tuple[tuple[str, ...], ...] = (
-    ("api-server",),
-    ("dag-processor",),
-    ("triggerer", "--skip-serve-logs"),
-    ("scheduler", "--skip-serve-logs"),
+COMPONENTS: tuple[Component, ...] = (
+    Component("api-server", ("api-server",)),
+    Component("dag-processor", ("dag-processor",)),
+    Component("triggerer", ("triggerer", "--skip-serve-logs")),
+    Component("scheduler", ("scheduler", "--skip-serve-logs")),
 )
-TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+
+
+class MetadataDB(Protocol):
+    """Where the cluster keeps its state, and a read-only way in for the test (``?`` placeholders)."""
+
+    @property
+    def sqlalchemy_url(self) -> str: ...
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]: ...
+
+
+@dataclass(frozen=True)
+class SQLiteDB:
+    """The cluster's SQLite file, read through a read-only connection."""
+
+    path: Path
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        if not self.path.exists():
+            return []
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as err:  # e.g. "database is locked" under a writer
+            if "locked" in str(err):
+                return []
+            raise
+        finally:
+            conn.close()
 
 
 def free_port() -> int:
@@ -145,27 +197,37 @@ def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
 
 @dataclass
 class AirflowCluster:
-    """API server + scheduler + DAG processor + triggerer on one SQLite DB in ``home``.
+    """Airflow's components on one metadata DB (SQLite in ``home`` unless given), in ``home``.
 
-    Build it with :meth:`create`, add DAG files to :attr:`dags`, then :meth:`start`; :meth:`stop`
+    Build it with :meth:`create`, add DAG files to ``home/dags``, then :meth:`start`; :meth:`stop`
     (always: use :meth:`running`) terminates every process group it started.
     """
 
     home: Path
     env: dict[str, str]
     api_port: int
+    db: MetadataDB
+    components: tuple[Component, ...] = COMPONENTS
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    _log_files: list[IO[bytes]] = field(default_factory=list)
+    _log_files: dict[str, IO[bytes]] = field(default_factory=dict)
 
     @classmethod
     def create(
-        cls, home: Path, extra_env: Mapping[str, str] | None = None, parallelism: int = 3
+        cls,
+        home: Path,
+        extra_env: Mapping[str, str] | None = None,
+        parallelism: int = 3,
+        db: MetadataDB | None = None,
+        components: tuple[Component, ...] = COMPONENTS,
     ) -> AirflowCluster:
         from cryptography.fernet import Fernet
 
         home.mkdir(parents=True, exist_ok=True)
         (home / "dags").mkdir(exist_ok=True)
         (home / "components").mkdir(exist_ok=True)
+        (home / "lib").mkdir(exist_ok=True)
+        (home / "lib" / "videoquery_e2e_hostname.py").write_text(HOSTNAME_MODULE)
+        db = db or SQLiteDB(home / "airflow.db")
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
         env = clean_environ()
@@ -178,7 +240,9 @@ class AirflowCluster:
                 "AIRFLOW__CORE__PARALLELISM": str(parallelism),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
                 "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db.sqlalchemy_url,
+                "AIRFLOW__CORE__HOSTNAME_CALLABLE": "videoquery_e2e_hostname.hostname",
+                "PYTHONPATH": str(home / "lib"),
                 # Workers (task supervisors) reach the Execution API of this API server.
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(port),
@@ -198,12 +262,9 @@ class AirflowCluster:
             }
         )
         env.update(extra_env or {})
-        return cls(home=home, env=env, api_port=port)
+        return cls(home=home, env=env, api_port=port, db=db, components=components)
 
     # ---- lifecycle -----------------------------------------------------------------------------
-    @property
-    def db_path(self) -> Path:
-        return self.home / "airflow.db"
 
     def log_path(self, name: str) -> Path:
         return self.home / "components" / f"{name}.log"
@@ -252,27 +313,39 @@ class AirflowCluster:
     def start(self) -> None:
         """``airflow db migrate``, then every component in the background (logs in ``components/``)."""
         self.airflow("db", "migrate")
-        for command in COMPONENTS:
-            name = command[0]
-            log = self.log_path(name).open("wb")
-            self._log_files.append(log)
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", *command],
-                env=self.env,
-                cwd=self.home,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        for component in self.components:
+            self.start_component(component.name)
         self.wait_for(self._api_ready, 120, "the API server to answer")
 
+    def start_component(self, name: str) -> None:
+        """Start (or restart) one component; its output is appended to ``components/<name>.log``."""
+        (component,) = (c for c in self.components if c.name == name)
+        if name not in self._log_files:
+            self._log_files[name] = self.log_path(name).open("ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "airflow", *component.argv],
+            env={**self.env, "VIDEOQUERY_E2E_COMPONENT": name},
+            cwd=self.home,
+            stdout=self._log_files[name],
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a component's whole process group (a crash: no cleanup runs) and forget it."""
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
     def stop(self) -> None:
-        # The scheduler first (it owns the task runners), the API server last (runners report to it).
-        for name in ("scheduler", "triggerer", "dag-processor", "api-server"):
-            proc = self.procs.get(name)
+        # In reverse start order: the scheduler first (it owns the task runners), the API server
+        # last (runners report to it).
+        for component in reversed(self.components):
+            proc = self.procs.pop(component.name, None)
             if proc is not None:
                 stop_process(proc)
-        for log in self._log_files:
+        for log in self._log_files.values():
             log.close()
         self._log_files.clear()
 
@@ -310,19 +383,9 @@ class AirflowCluster:
         except OSError:
             return False
 
-    # ---- state (read-only SQLite) --------------------------------------------------------------
+    # ---- state (read from the metadata DB) -----------------------------------------------------
     def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-        if not self.db_path.exists():
-            return []
-        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
-        try:
-            return conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as err:  # e.g. "database is locked" under a writer
-            if "locked" in str(err):
-                return []
-            raise
-        finally:
-            conn.close()
+        return self.db.query(sql, *params)
 
     def dag_parsed(self, dag_id: str) -> bool:
         rows = self.query("SELECT 1 FROM serialized_dag WHERE dag_id = ?", dag_id)
@@ -343,7 +406,9 @@ class AirflowCluster:
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         rows = self.query(
-            "SELECT value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ?",
+            # As text on every DB (PostgreSQL's driver would decode a JSON column itself).
+            "SELECT CAST(value AS TEXT) FROM xcom "
+            "WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ?",
             dag_id,
             run_id,
             task_id,
