@@ -11,7 +11,8 @@ import json
 import signal
 import sys
 
-from .scenarios import FAMILIES, Scenario
+from .limits import Limits
+from .scenarios import FAMILIES, Fault, Scenario
 from .server import raise_fd_limit, start_site
 from .state import EmulatorState
 
@@ -29,7 +30,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default=None, help="JSON object with more default Scenario fields")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault RNG")
     p.add_argument("--access-log", action="store_true", help="log every request (off by default)")
+    g = p.add_argument_group("per-key create limits (429 with Retry-After beyond them)")
+    g.add_argument("--max-live-tasks", type=int, default=None, help="unfinished tasks one key may have")
+    g.add_argument("--create-rate", type=float, default=None, help="creates per second one key may make")
+    g.add_argument("--create-burst", type=int, default=None, help="token-bucket size (default: the rate)")
+    g.add_argument("--retry-after", type=float, default=None, help="Retry-After to send (default: computed)")
+    g.add_argument("--no-retry-after", action="store_true", help="refuse without a Retry-After header")
+    g.add_argument(
+        "--late-creates",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="creates make their task at once but answer only after SECONDS",
+    )
+    g.add_argument("--late-creates-times", type=int, default=None, help="only the first N creates are late")
     return p
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    return Limits(
+        max_live_tasks=args.max_live_tasks,
+        create_rate=args.create_rate,
+        create_burst=args.create_burst,
+        retry_after=args.retry_after,
+        omit_retry_after=args.no_retry_after,
+    )
 
 
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
@@ -47,6 +72,11 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 
 async def serve(args: argparse.Namespace) -> None:
     state = EmulatorState(api_key=args.api_key or None, default=scenario_from_args(args), seed=args.seed)
+    state.limits = limits_from_args(args)
+    if args.late_creates is not None:
+        state.add_fault(
+            Fault("late_answer", route="creates", delay=args.late_creates, times=args.late_creates_times)
+        )
     if args.access_log:
         import logging
 

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from . import media
+from .limits import Limits, Refusal
 from .scenarios import API_ROUTES, Fault, Scenario, family_for_model
 from .shapes import View, created_response, render, render_newapi
 from .state import EmulatorState, RequestRecord, Task, TaskState, new_task_id
@@ -260,6 +261,10 @@ async def apply_fault(
     if kind == "slow_headers":
         await asyncio.sleep(fault.delay)
         return await proceed()
+    if kind == "late_answer":
+        resp = await proceed()
+        await asyncio.sleep(fault.delay)
+        return resp
     if kind == "malformed_json":
         return web.Response(body=b'{"id": "x", "sta', headers={"Content-Type": "application/json"})
     if kind == "html_video":
@@ -284,6 +289,11 @@ async def apply_fault(
 
 
 # ---- middleware ------------------------------------------------------------------------------
+def _bearer(request: web.Request) -> str:
+    """The API key the request carries ("" when none)."""
+    return request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+
+
 def _auth_ok(request: web.Request, api_key: str | None) -> bool:
     if api_key is None:
         return True
@@ -358,9 +368,26 @@ async def _create(request: web.Request, route: str, default_model: str) -> web.S
     else:
         family = scenario.family or family_for_model(model)
         task_id = new_task_id(family if family in ("veo", "sora", "grok") else "veo", model)
+    key = _bearer(request)
+    refused = state.admit_create(key)
+    if refused is not None:
+        return _limit_refusal(*refused)
     task = state.add_task(task_id, scenario, model=model, family=family, body=body)
+    state.note_create(key, task.id)
     _TASK_ID.set(task.id)
     return web.json_response(created_response(task, route))
+
+
+def _limit_refusal(reason: Refusal, headers: dict[str, str]) -> web.Response:
+    """429 for a create beyond the key's limits, in new-api's words; nothing was created."""
+    if reason == "live_cap":
+        message = "too many unfinished tasks for this key, wait for some to finish"
+        code = "task_limit_exceeded"
+    else:
+        message, code = "rate limit exceeded, please try again later", "rate_limit_exceeded"
+    resp = api_error(429, message, code)
+    resp.headers.update(headers)
+    return resp
 
 
 async def handle_create(request: web.Request) -> web.StreamResponse:
@@ -516,6 +543,17 @@ async def admin_reset(request: web.Request) -> web.StreamResponse:
     return web.json_response({"ok": True})
 
 
+async def admin_limits(request: web.Request) -> web.StreamResponse:
+    """Set the per-key create limits (fields not given keep their current value)."""
+    state = _state(request)
+    try:
+        data = await request.json()
+        state.limits = Limits.from_dict(data if isinstance(data, dict) else {}, base=state.limits)
+    except (ValueError, TypeError) as exc:
+        return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+    return web.json_response(state.limits.to_dict())
+
+
 async def admin_default(request: web.Request) -> web.StreamResponse:
     state = _state(request)
     try:
@@ -548,4 +586,5 @@ def create_app(state: EmulatorState | None = None) -> web.Application:
     r.add_get("/_emulator/requests", admin_requests, name="admin_requests")
     r.add_post("/_emulator/reset", admin_reset, name="admin_reset")
     r.add_post("/_emulator/default", admin_default, name="admin_default")
+    r.add_post("/_emulator/limits", admin_limits, name="admin_limits")
     return app

@@ -24,6 +24,7 @@ FaultKind = Literal[
     "redirect_loop",
     "redirect_scheme",
     "redirect",
+    "late_answer",
 ]
 Kind = Literal["queued", "running", "success", "failed"]
 #: How new-api's own route answers (``family="newapi"``): its TaskDto, an older version's TaskDto with
@@ -48,6 +49,8 @@ ROUTES: tuple[str, ...] = (
     "thumbnail",
 )
 API_ROUTES: frozenset[str] = frozenset(ROUTES) - {"video", "thumbnail"}
+#: The routes that create (and charge for) a task; ``Fault(route="creates")`` matches each of them.
+CREATE_ROUTES: frozenset[str] = frozenset(r for r in ROUTES if r == "create" or r.endswith("_create"))
 
 DEFAULT_FAILURE_REASON = "Video generation failed: the emulator was told to fail this task"
 
@@ -169,7 +172,11 @@ class Fault:
     delays it). A faulted status query does not advance the task unless the fault passes it through
     (``slow_headers``, ``reset``/``truncate`` on API routes, which answer the real body cut short).
 
-    Matching: ``route`` (one of `ROUTES`, ``"api"`` for every non-video route, None for any route),
+    ``late_answer`` lets the handler act (a create makes its task at once), then holds the answer for
+    ``delay`` seconds: a gateway that took the request but answers after the client's read timeout.
+
+    Matching: ``route`` (one of `ROUTES`, ``"api"`` for every non-video route, ``"creates"`` for
+    every create route, None for any route),
     ``task_id`` (None = any), then ``skip`` matching requests pass untouched, then the fault hits
     ``times`` requests (None = forever), each with probability ``rate`` (None = always; seeded RNG).
     """
@@ -186,7 +193,7 @@ class Fault:
     body: str | None = None
     content_type: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    # slow_headers
+    # slow_headers, late_answer
     delay: float = 1.0
     # reset / truncate: body bytes sent before the connection dies (Content-Length is the full size)
     after_bytes: int = 1024
@@ -196,8 +203,8 @@ class Fault:
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}, not {self.kind!r}")
-        if self.route is not None and self.route != "api" and self.route not in ROUTES:
-            raise ValueError(f"fault route must be one of {(*ROUTES, 'api')}, not {self.route!r}")
+        if self.route is not None and self.route not in ("api", "creates") and self.route not in ROUTES:
+            raise ValueError(f"fault route must be one of {(*ROUTES, 'api', 'creates')}, not {self.route!r}")
         if self.rate is not None and not 0.0 <= self.rate <= 1.0:
             raise ValueError("rate must be within [0, 1]")
 
@@ -210,6 +217,9 @@ class Fault:
         if self.route is not None:
             if self.route == "api":
                 if route not in API_ROUTES:
+                    return False
+            elif self.route == "creates":
+                if route not in CREATE_ROUTES:
                     return False
             elif self.route != route:
                 return False

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from . import media
 from .app import create_app, reported_video_url
+from .limits import CreateCounts, Limits
 from .scenarios import DEFAULT_SCENARIO, Fault, Scenario
 from .state import EmulatorState, RequestRecord, Task
 
@@ -139,8 +140,27 @@ class Emulator:
         """Scenario for tasks created through the create routes from now on."""
         self.state.default = scenario
 
+    def set_limits(self, limits: Limits) -> None:
+        """Per-API-key create limits from now on (live-task cap, create rate, ``Retry-After``)."""
+        self.state.limits = limits
+
+    @property
+    def limits(self) -> Limits:
+        return self.state.limits
+
+    def answer_creates_late(self, delay: float, times: int | None = None) -> None:
+        """Creates make their task at once but answer only after ``delay`` seconds (the next
+        ``times`` creates; None = all): a POST the gateway took whose answer the client never reads."""
+        self.state.add_fault(Fault("late_answer", route="creates", delay=delay, times=times))
+
+    def creates(self, api_key: str | None = None) -> CreateCounts:
+        """Creates accepted and refused (429 by the limits) and tasks still live: for one API key
+        (``""`` = requests without a key), or summed over every key (None)."""
+        return self.state.create_counts(api_key, every_key=api_key is None)
+
     def reset(self) -> None:
-        """Forget all tasks, faults and recorded requests (the default scenario stays)."""
+        """Forget all tasks, faults, recorded requests and create counts (default scenario and limits
+        stay)."""
         self.state.reset()
 
     def task(self, task_id: str) -> Task | None:
@@ -185,11 +205,14 @@ def run_emulator(
     *,
     seed: int = 0,
     ssl_context: ssl.SSLContext | None = None,
+    limits: Limits | None = None,
 ) -> Iterator[Emulator]:
     """Run an emulator on ``host:port`` (0 = a free port) in a background thread for the ``with``
     block. ``api_key=None`` disables the auth check; ``ssl_context`` serves HTTPS (e.g. a self-signed
-    certificate, to test TLS verification)."""
+    certificate, to test TLS verification); ``limits`` caps each key's creates (see `Limits`)."""
     state = EmulatorState(api_key=api_key, default=default, seed=seed)
+    if limits is not None:
+        state.limits = limits
     emulator = Emulator(state, host, port, ssl_context=ssl_context)
     emulator.start()
     try:

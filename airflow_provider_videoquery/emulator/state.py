@@ -13,6 +13,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from .limits import CreateCounts, KeyLedger, Limits, Refusal, key_fingerprint
 from .scenarios import DEFAULT_SCENARIO, Family, Fault, Kind, Scenario, classify_status, family_for_model
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -105,6 +106,9 @@ class EmulatorState:
         self._rng = random.Random(seed)
         self._records: deque[RequestRecord] = deque(maxlen=max_records)
         self._counts: Counter[tuple[str, str | None, int]] = Counter()
+        #: Per-key limits of the create routes (kept by `reset`, like ``default``).
+        self.limits = Limits()
+        self._ledger = KeyLedger()
 
     # ---- tasks -------------------------------------------------------------------------------
     def add_task(
@@ -192,6 +196,32 @@ class EmulatorState:
         waiting: Kind = "queued" if polls <= 1 else "running"
         return TaskState(None, waiting, max(0.0, min(frac, 0.99)), False)
 
+    # ---- per-key create limits ---------------------------------------------------------------
+    def _is_live(self, task_id: str) -> bool:
+        task = self._tasks.get(task_id)
+        return task is not None and self._state_at(task, task.polls, time.time()).kind not in (
+            "success",
+            "failed",
+        )
+
+    def admit_create(self, api_key: str | None) -> tuple[Refusal, dict[str, str]] | None:
+        """None if this key may create now, else why not and the ``Retry-After`` header to send."""
+        with self._lock:
+            limits = self.limits
+            refused = self._ledger.admit(key_fingerprint(api_key), limits, time.time(), self._is_live)
+            return None if refused is None else (refused[0], limits.header(refused[1]))
+
+    def note_create(self, api_key: str | None, task_id: str) -> None:
+        """A create route made ``task_id`` for this key: count it, and as live until it finishes."""
+        with self._lock:
+            self._ledger.created(key_fingerprint(api_key), task_id, self.limits, time.time())
+
+    def create_counts(self, api_key: str | None = None, *, every_key: bool = False) -> CreateCounts:
+        """Creates accepted/refused and live tasks of one key (None/"" = no key), or of every key."""
+        with self._lock:
+            fingerprint = None if every_key else key_fingerprint(api_key)
+            return self._ledger.counts(fingerprint, self._is_live)
+
     # ---- faults ------------------------------------------------------------------------------
     def add_fault(self, fault: Fault) -> None:
         with self._lock:
@@ -250,6 +280,9 @@ class EmulatorState:
                 "by_route": dict(by_route),
                 "by_status": dict(by_status),
                 "tasks": len(self._tasks),
+                "creates": {
+                    fp: self._ledger.counts(fp, self._is_live).to_dict() for fp in self._ledger.fingerprints()
+                },
                 "faults": [
                     {"kind": s.fault.kind, "route": s.fault.route, "task_id": s.fault.task_id, "hits": s.hits}
                     for s in self._faults
@@ -271,4 +304,5 @@ class EmulatorState:
             self._faults.clear()
             self._records.clear()
             self._counts.clear()
+            self._ledger.clear()
             self._rng = random.Random(self._seed)

@@ -13,11 +13,14 @@ import httpx
 import pytest
 
 from airflow_provider_videoquery.emulator import (
+    CreateCounts,
     Emulator,
     Fault,
+    Limits,
     Scenario,
     generated_bytes,
     iter_video,
+    key_fingerprint,
     run_emulator,
     sample_mp4,
 )
@@ -479,6 +482,141 @@ def test_cli_prints_url_and_serves() -> None:
         done = httpx.get(f"{line}/v1/video/query", params={"id": created["id"]}, headers=h, timeout=5).json()
         assert done["status"] == "completed"
         assert httpx.get(done["video_url"], timeout=5).content[4:8] == b"ftyp"
+    finally:
+        proc.terminate()
+        try:
+            assert proc.wait(timeout=10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+# ---- per-key create limits and late answers -----------------------------------------------------
+def _create_as(emu: Emulator, key: str, timeout: float = 5.0) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"model": "veo3.1-fast", "prompt": "a cow flying"}
+    return httpx.post(f"{emu.url}/v1/video/create", json=body, headers=headers, timeout=timeout)
+
+
+def test_live_task_cap_is_per_key_and_frees_as_tasks_finish() -> None:
+    with run_emulator(
+        api_key=None, default=Scenario(polls_to_complete=1), limits=Limits(max_live_tasks=2)
+    ) as emu:
+        first, second = _create_as(emu, "key-a"), _create_as(emu, "key-a")
+        refused = _create_as(emu, "key-a")
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.json()["error"]["code"] == "task_limit_exceeded"
+        assert emu.state.task_count() == 2  # a refused create makes nothing
+        assert _create_as(emu, "key-b").status_code == 200  # the cap is per key
+        with httpx.Client(base_url=emu.url, timeout=5.0) as c:
+            assert poll(c, first.json()["id"])["status"] == "completed"
+        assert _create_as(emu, "key-a").status_code == 200  # a finished task frees its slot
+        assert emu.creates("key-a") == CreateCounts(accepted=3, over_live_cap=1, rate_limited=0, live=2)
+        assert emu.creates("key-b") == CreateCounts(accepted=1, live=1)
+        assert emu.creates() == CreateCounts(accepted=4, over_live_cap=1, live=3)
+        assert emu.creates().refused == 1
+        assert second.status_code == 200
+
+
+def test_create_rate_limit_answers_429_with_retry_after(emu: Emulator) -> None:
+    emu.set_limits(Limits(create_rate=0.5, create_burst=2))
+    assert [_create_as(emu, str(emu.api_key)).status_code for _ in range(2)] == [200, 200]
+    refused = _create_as(emu, str(emu.api_key))
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "2"  # one token every 2 s, in whole seconds
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    emu.set_limits(Limits(create_rate=0.5, create_burst=2, retry_after=0.25))
+    assert _create_as(emu, str(emu.api_key)).headers["Retry-After"] == "0.25"
+    emu.set_limits(Limits(create_rate=0.5, create_burst=2, omit_retry_after=True))
+    assert "Retry-After" not in _create_as(emu, str(emu.api_key)).headers
+    counts = emu.creates(emu.api_key)
+    assert (counts.accepted, counts.rate_limited, counts.refused) == (2, 3, 3)
+    assert emu.count(route="create", status=429) == 3
+
+
+def test_rate_limit_refills_over_time(emu: Emulator) -> None:
+    emu.set_limits(Limits(create_rate=1.0, create_burst=1))
+    assert _create_as(emu, str(emu.api_key)).status_code == 200
+    assert _create_as(emu, str(emu.api_key)).status_code == 429
+    time.sleep(1.05)  # a token's worth at 1/s
+    assert _create_as(emu, str(emu.api_key)).status_code == 200
+
+
+def test_late_create_is_made_at_once_and_answered_after_the_read_timeout(emu: Emulator) -> None:
+    emu.answer_creates_late(1.0, times=1)
+    with pytest.raises(httpx.ReadTimeout):
+        _create_as(emu, str(emu.api_key), timeout=0.3)
+    assert emu.creates().accepted == 1  # the gateway took it: a retry would pay twice
+    assert emu.state.task_count() == 1
+    start = time.monotonic()
+    assert _create_as(emu, str(emu.api_key)).status_code == 200  # only the first one was late
+    assert time.monotonic() - start < 0.9
+    assert emu.creates().accepted == 2
+
+
+def test_late_answer_fault_matches_every_create_route(emu: Emulator, client: httpx.Client) -> None:
+    emu.add_fault(Fault("late_answer", route="creates", delay=0.2))
+    for path in ("/v1/video/create", "/v1/videos", "/vidu-native/video/generations"):
+        start = time.monotonic()
+        assert client.post(path, json={"model": "sora-2", "prompt": "x"}).status_code == 200
+        assert time.monotonic() - start >= 0.2
+    start = time.monotonic()
+    client.get("/v1/video/query", params={"id": "nope"})
+    assert time.monotonic() - start < 0.2
+
+
+def test_admin_limits_and_create_counts_by_key_fingerprint(emu: Emulator) -> None:
+    with httpx.Client(base_url=emu.url, timeout=5.0) as admin:
+        r = admin.post("/_emulator/limits", json={"max_live_tasks": 1})
+        assert r.json()["max_live_tasks"] == 1
+        assert admin.post("/_emulator/limits", json={"max_live": 1}).status_code == 400
+        assert _create_as(emu, str(emu.api_key)).status_code == 200
+        assert _create_as(emu, str(emu.api_key)).status_code == 429
+        stats = admin.get("/_emulator/stats")
+        assert stats.json()["creates"] == {
+            key_fingerprint(emu.api_key): {
+                "accepted": 1,
+                "over_live_cap": 1,
+                "rate_limited": 0,
+                "live": 1,
+                "refused": 1,
+            }
+        }
+        assert str(emu.api_key) not in stats.text
+        admin.post("/_emulator/reset")
+        assert emu.creates() == CreateCounts()
+        assert emu.limits.max_live_tasks == 1  # limits stay, like the default scenario
+
+
+def test_cli_limit_flags() -> None:
+    from airflow_provider_videoquery.emulator.__main__ import build_parser, limits_from_args
+
+    args = build_parser().parse_args(
+        ["--max-live-tasks", "20", "--create-rate", "2.5", "--create-burst", "5", "--retry-after", "0.5"]
+    )
+    assert limits_from_args(args) == Limits(
+        max_live_tasks=20, create_rate=2.5, create_burst=5, retry_after=0.5, omit_retry_after=False
+    )
+    assert limits_from_args(build_parser().parse_args(["--no-retry-after"])).omit_retry_after
+
+
+def test_cli_late_creates_and_live_cap() -> None:
+    cmd = [sys.executable, "-m", "airflow_provider_videoquery.emulator", "--port", "0", "--api-key", "k"]
+    cmd += ["--max-live-tasks", "1", "--retry-after", "3", "--late-creates", "1", "--late-creates-times", "1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        h = {"Authorization": "Bearer k"}
+        body = {"model": "veo3.1-fast", "prompt": "x"}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/video/create", json=body, headers=h, timeout=0.3)
+        refused = httpx.post(f"{url}/v1/video/create", json=body, headers=h, timeout=5)
+        assert (refused.status_code, refused.headers["Retry-After"]) == (429, "3")
+        creates = httpx.get(f"{url}/_emulator/stats", timeout=5).json()["creates"]
+        assert creates[key_fingerprint("k")]["accepted"] == 1
+        assert creates[key_fingerprint("k")]["over_live_cap"] == 1
     finally:
         proc.terminate()
         try:
