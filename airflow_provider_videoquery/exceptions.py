@@ -21,6 +21,21 @@ class VideoQueryTransientError(VideoQueryError):
     """Rate limits, 5xx, timeouts or resets that outlasted every retry."""
 
 
+class VideoCreateUncertainError(VideoQueryTransientError, AirflowFailException):
+    """A create the gateway may have received gave no task id (timeout after sending, reset, 5xx, an
+    answer without an id). Not retried, by the hook or by Airflow, so no second video is paid for.
+
+    ``what`` names the create (model, gateway), ``problem`` what went wrong, ``check`` what to look
+    for at the gateway before creating again.
+    """
+
+    def __init__(self, message: str, *, what: str = "", problem: str = "", check: str = "") -> None:
+        super().__init__(message)
+        self.what = what
+        self.problem = problem
+        self.check = check
+
+
 class VideoQueryResponseError(VideoQueryError):
     """The gateway answered something that is not the JSON it promised."""
 

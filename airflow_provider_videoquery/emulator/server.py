@@ -47,6 +47,15 @@ async def start_site(
     return runner, int(bound)
 
 
+def _finish_pending(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what still runs at stop (e.g. a handler holding a late answer) and let it unwind."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+
+
 class Emulator:
     """A running emulator (see `run_emulator`). All methods are thread-safe."""
 
@@ -88,6 +97,7 @@ class Emulator:
             self._error = exc
         finally:
             self._ready.set()
+            _finish_pending(loop)
             loop.close()
 
     async def _serve(self) -> None:

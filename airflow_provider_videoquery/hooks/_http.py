@@ -10,12 +10,14 @@ import json
 import random
 import ssl
 from collections.abc import Generator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from airflow_provider_videoquery.exceptions import (
+    VideoCreateUncertainError,
     VideoQueryAuthError,
     VideoQueryRequestError,
     VideoQueryResponseError,
@@ -160,10 +162,7 @@ def exchange(
             assert isinstance(outcome, httpx.Response)
             return _check_status(outcome, what)
         if not idempotent and not _surely_not_processed(outcome):
-            raise VideoQueryTransientError(
-                f"{what} failed ({problem}) after the gateway may have received it; not retried so "
-                "that no duplicate task is paid for. Check the gateway's task list before retrying."
-            )
+            raise uncertain_create(request, what, problem)
         attempt += 1
         if attempt >= policy.max_attempts:
             raise VideoQueryTransientError(
@@ -172,6 +171,28 @@ def exchange(
             )
         wait = retry_after(outcome) if isinstance(outcome, httpx.Response) else None
         yield policy.delay(attempt - 1, wait)
+
+
+def uncertain_create(request: httpx.Request, what: str, problem: str) -> VideoCreateUncertainError:
+    """The error for a create the gateway may have taken without telling its id: what to check there."""
+    try:
+        body = json.loads(request.content)
+    except ValueError:
+        body = {}
+    prompt = str(body.get("prompt") or "") if isinstance(body, dict) else ""
+    prompt = prompt[:80] + ("…" if len(prompt) > 80 else "")
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    check = (
+        f"Check the gateway's task list or usage log for a task created just before {now} with the prompt "
+        f"{prompt!r}: if it is there, pass its id as video_task_id to VideoDownloadOperator or "
+        "VideoTaskSensor; if not, clear this task to create it again."
+    )
+    message = (
+        f"{what} failed ({problem}) after the gateway may have received it. Not retried, so that no "
+        f"duplicate task is paid for. {check} (retry_uncertain_creates=True lets Airflow retry such "
+        "creates instead, at the risk of paying twice.)"
+    )
+    return VideoCreateUncertainError(message, what=what, problem=problem, check=check)
 
 
 def _transient_problem(outcome: Outcome) -> str | None:

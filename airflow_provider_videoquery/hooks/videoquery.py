@@ -23,6 +23,7 @@ from airflow_provider_videoquery.hooks._http import (
     Route,
     exchange,
     json_body,
+    uncertain_create,
 )
 from airflow_provider_videoquery.models import VideoTask, elide_inline, parse_task
 from airflow_provider_videoquery.routes import EnvelopeError, RouteSpec, spec
@@ -186,12 +187,15 @@ class VideoQueryHook(BaseHook):
             extensions={"timeout": config.timeout.as_dict()},
         )
         response = yield from exchange(request, self.retry_policy, what, idempotent=False)
-        answer = json_body(response, what)
+        try:
+            answer = json_body(response, what)
+        except VideoQueryResponseError as err:  # a 200 the gateway may have acted on
+            raise uncertain_create(request, what, str(err).removeprefix(f"{what}: ")) from None
         route_spec = spec(resolved)
         created = _unwrap(route_spec, answer, what)
         new_id = route_spec.new_id(created) if created is not None else None
         if new_id is None:
-            raise VideoQueryResponseError(f"{what}: the answer names no task id: {elide_inline(answer)!r}")
+            raise uncertain_create(request, what, f"the answer names no task id: {elide_inline(answer)!r}")
         task = parse_task(created, new_id, statuses=route_spec.statuses)
         self.log.info("Created %s", task.summary())
         return task

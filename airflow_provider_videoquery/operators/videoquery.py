@@ -13,7 +13,11 @@ import httpx
 from airflow.providers.common.compat.sdk import BaseOperator, Context
 
 from airflow_provider_videoquery.events import ensure_not_failed, task_from_event
-from airflow_provider_videoquery.exceptions import VideoDownloadError
+from airflow_provider_videoquery.exceptions import (
+    VideoCreateUncertainError,
+    VideoDownloadError,
+    VideoQueryTransientError,
+)
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
 from airflow_provider_videoquery.models import VideoTask
@@ -38,9 +42,12 @@ _DEFER_MARGIN = 120.0
 class VideoCreateOperator(BaseOperator):
     """Submit a new video task on the worker and return its id (XCom) for a sensor or download.
 
-    A create is not idempotent (each one is paid for), so it is never retried after the gateway may
-    have received it. A task the gateway rejects at once raises the non-retried
-    :class:`~airflow_provider_videoquery.exceptions.VideoTaskFailedError`.
+    A create is paid for once: after a POST the gateway may have received without telling its id
+    (timeout after sending, reset, 5xx, an answer without an id) the task fails at once, without
+    Airflow retries, with :class:`~airflow_provider_videoquery.exceptions.VideoCreateUncertainError`
+    saying what to look for at the gateway. The new id is pushed to XCom (key ``video_task_id``) as soon
+    as the gateway returns it, before anything else can fail. A task the gateway rejects at once raises
+    the non-retried :class:`~airflow_provider_videoquery.exceptions.VideoTaskFailedError`.
 
     :param model: e.g. ``veo3.1-fast``, ``sora-2``, ``grok-video-3`` (templated).
     :param prompt: what to generate (templated).
@@ -48,6 +55,8 @@ class VideoCreateOperator(BaseOperator):
     :param route: ``unified``, ``vidu-native``, ``openai`` or ``new-api``; default: the connection's route.
     :param extra_fields: more body fields, passed unchanged (``aspect_ratio``, ``images``, ``duration``,
         …; templated).
+    :param retry_uncertain_creates: let Airflow retry (the task's ``retries``) a create the gateway may
+        have received, accepting that a second video may be paid for.
     """
 
     template_fields: Sequence[str] = ("model", "prompt", "extra_fields")
@@ -62,6 +71,7 @@ class VideoCreateOperator(BaseOperator):
         videoquery_conn_id: str = VideoQueryHook.default_conn_name,
         route: str | None = None,
         extra_fields: dict[str, Any] | None = None,
+        retry_uncertain_creates: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -70,15 +80,26 @@ class VideoCreateOperator(BaseOperator):
         self.videoquery_conn_id = videoquery_conn_id
         self.route = route
         self.extra_fields = extra_fields or {}
+        self.retry_uncertain_creates = retry_uncertain_creates
 
     def execute(self, context: Context) -> str:
         hook = VideoQueryHook(self.videoquery_conn_id, route=self.route)
         try:
             task = hook.create_task(self.model, self.prompt, **self.extra_fields)
+        except VideoCreateUncertainError as err:
+            if not self.retry_uncertain_creates:
+                raise
+            raise VideoQueryTransientError(
+                f"{err.what} failed ({err.problem}) after the gateway may have received it; Airflow "
+                f"may retry it (retry_uncertain_creates=True), which can pay for a second video. {err.check}"
+            ) from err
         finally:
             hook.close()
+        # The hook has logged the id; keep it in XCom before anything else can fail: it was paid for.
+        ti = context.get("ti")
+        if ti is not None:
+            ti.xcom_push(key="video_task_id", value=task.id)
         ensure_not_failed(task)
-        self.log.info("Created video task %r with model %r.", task.id, self.model)
         return task.id
 
 
