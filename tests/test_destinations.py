@@ -1,11 +1,15 @@
 """What a destination means, and checking it before anything is paid for or waited for.
 
 Through the operator against the emulator, into real local folders and moto's S3.
+(``check_destination`` is ``airflow_provider_videoquery.storage.check_destination``.)
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +19,17 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_videoquery.emulator import Emulator, Scenario
 from airflow_provider_videoquery.exceptions import VideoDownloadError
 from airflow_provider_videoquery.operators.videoquery import VideoDownloadOperator
-from airflow_provider_videoquery.storage import object_uri, resolve_destination, safe_file_name
+from airflow_provider_videoquery.storage import (
+    DownloadSettings,
+    check_destination,
+    object_uri,
+    resolve_destination,
+    safe_file_name,
+    store_url,
+)
 from tests.airflow_helpers import make_context
+from tests.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3, _forget_airflow_stores
+from tests.socket_guard import SocketGuard, guard_sockets
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,3 +117,129 @@ def test_a_video_file_name_gets_no_warning(tmp_path: Path, caplog: pytest.LogCap
     for name in ("clip.mp4", "clip.MOV", "clip.webm"):
         resolve_destination(f"file://{tmp_path}/{name}", TASK)
     assert "no video suffix" not in caplog.text
+
+
+# -- checked before anything is paid for or waited for -----------------------------------------------
+
+
+def test_a_missing_local_folder_is_created_and_probed_leaving_nothing(tmp_path: Path) -> None:
+    check_destination(f"{tmp_path}/a/b/")
+    check_destination(f"file://{tmp_path}/c/clip.mp4")
+    assert every_file(tmp_path) == []  # the probes are gone
+    assert (tmp_path / "a" / "b").is_dir()
+    assert (tmp_path / "c").is_dir()
+
+
+def test_a_file_in_the_way_fails_the_check(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("a file, not a folder")
+    with pytest.raises(VideoDownloadError) as err:
+        check_destination(f"file://{tmp_path}/taken/videos/")
+    message = str(err.value)
+    assert f"Checking the destination file://{tmp_path}/taken/videos/" in message
+    assert "a part of the path is a file, not a folder. Choose another destination" in message
+
+
+def test_an_unwritable_folder_fails_the_check() -> None:
+    """/sys refuses new folders, even to root (who may write anywhere else)."""
+    with pytest.raises(
+        VideoDownloadError, match=r"file:///sys/videoquery-test/.*(permission denied|read-only)"
+    ):
+        check_destination("/sys/videoquery-test/")
+
+
+def test_a_missing_storage_connection_fails_before_anything_is_waited_for(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    with pytest.raises(VideoDownloadError) as err:
+        download(emulator, f"{tmp_path}/out/", destination_conn_id="aws_defualt")
+    assert str(err.value) == (
+        f"The destination file://{tmp_path}/out/ names the storage connection 'aws_defualt', which does "
+        "not exist. Create it (Admin → Connections, or an AIRFLOW_CONN_… variable) or fix "
+        "destination_conn_id; a missing connection is never replaced by anonymous access."
+    )
+    assert emulator.requests == []  # not even one status query
+    assert not (tmp_path / "out").exists()
+
+
+def test_storing_into_a_path_blocked_by_a_file_is_a_clear_error(emulator: Emulator, tmp_path: Path) -> None:
+    """A failure while storing (here: the check was skipped) is wrapped, naming the target."""
+    (tmp_path / "taken").write_text("a file, not a folder")
+    emulator.add_task(TASK, Scenario(polls_to_complete=1, video_size=4096))
+    settings = DownloadSettings(trusted_origin=emulator.url)
+    target = resolve_destination(f"file://{tmp_path}/taken/out/", TASK)
+    with pytest.raises(VideoDownloadError) as err:
+        store_url(emulator.video_url_for(TASK), target, settings)
+    assert f"Storing the video from {emulator.url}" in str(err.value)
+    assert f"at file://{tmp_path}/taken/out/{NAME} failed: a part of the path is a file" in str(err.value)
+    assert isinstance(err.value.__cause__, OSError)
+
+
+# -- S3 (moto) ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_ambient_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SocketGuard]:
+    """No AWS credentials or endpoints from the environment, no instance metadata, nothing off-machine;
+    Airflow's cached stores forgotten before and after (a store without a connection is cached too)."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    _forget_airflow_stores()
+    yield guard_sockets(monkeypatch)
+    _forget_airflow_stores()
+
+
+def test_an_s3_bucket_that_takes_uploads_passes_and_keeps_nothing(
+    moto_server: MotoS3, s3_bucket: str
+) -> None:
+    check_destination(f"s3://{s3_bucket}/videos/", "aws_default")
+    check_destination(f"s3://{s3_bucket}/videos/clip.mp4", "aws_default")
+    assert moto_server.keys(s3_bucket) == []
+    assert moto_server.uploads(s3_bucket) == []  # the probe uploads were aborted
+
+
+def test_a_missing_bucket_fails_the_check(moto_server: MotoS3) -> None:
+    with pytest.raises(VideoDownloadError) as err:
+        check_destination("s3://no-such-bucket-here/videos/", "aws_default")
+    message = str(err.value)
+    assert (
+        "Checking the destination s3://no-such-bucket-here/videos/: starting an upload into bucket" in message
+    )
+    assert "the folder or bucket does not exist" in message
+
+
+def test_s3_without_any_credentials_is_refused_not_anonymous(
+    moto_server: MotoS3, s3_bucket: str, no_ambient_aws: SocketGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(
+        VideoDownloadError, match=r"no destination_conn_id is set and boto3 found none.*anonymous"
+    ):
+        check_destination(f"s3://{s3_bucket}/videos/")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_EMPTY",
+        json.dumps({"conn_type": "aws", "extra": {"endpoint_url": moto_server.endpoint_url}}),
+    )
+    with pytest.raises(VideoDownloadError, match=r"the connection 'aws_empty' holds none.*anonymous"):
+        check_destination(f"s3://{s3_bucket}/videos/", "aws_empty")
+    assert no_ambient_aws.connects == []
+
+
+def test_s3_without_a_connection_uses_boto3s_credentials_with_a_warning(
+    moto_server: MotoS3,
+    s3_bucket: str,
+    no_ambient_aws: SocketGuard,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server.endpoint_url)
+    caplog.set_level(logging.WARNING)
+    check_destination(f"s3://{s3_bucket}/videos/")
+    assert f"The destination s3://{s3_bucket}/videos/ has no destination_conn_id" in caplog.text
+    assert "boto3's default credentials" in caplog.text
+    assert moto_server.uploads(s3_bucket) == []
+    assert no_ambient_aws.connects == []

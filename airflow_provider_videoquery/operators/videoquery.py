@@ -26,6 +26,7 @@ from airflow_provider_videoquery.storage import (
     ContentKind,
     DownloadSettings,
     StoredObject,
+    check_destination,
     new_client,
     resolve_destination,
     store_url,
@@ -175,6 +176,7 @@ class VideoDownloadOperator(BaseOperator):
         return VideoQueryHook(self.videoquery_conn_id, route=self.route)
 
     def execute(self, context: Context) -> str:
+        check_destination(self.destination, self.destination_conn_id)  # before anything is waited for
         try:
             return self._execute(context)
         finally:

@@ -5,9 +5,12 @@
 * :mod:`.transport` — the HTTP client of downloads, reading bodies in 1 MiB blocks into a reused buffer;
 * :mod:`.sinks` — where the bytes go: a temporary object renamed into place, or the final S3 key
   through a multipart upload that is invisible until complete;
-* :mod:`.paths` — destination names and connection-free URIs.
+* :mod:`.paths` — destination rules, names and connection-free URIs;
+* :mod:`.checks` — ``check_destination``: the destination checked before anything is paid for;
+* :mod:`.hosts` — the addresses a download never connects to (link-local, cloud metadata).
 """
 
+from airflow_provider_videoquery.storage.checks import check_destination, storage_error
 from airflow_provider_videoquery.storage.download import (
     CHUNK_SIZE,
     DEFAULT_MAX_BYTES,
@@ -27,11 +30,13 @@ __all__ = [
     "ContentKind",
     "DownloadSettings",
     "StoredObject",
+    "check_destination",
     "iter_object",
     "new_client",
     "object_uri",
     "resolve_destination",
     "safe_file_name",
     "sha256_of",
+    "storage_error",
     "store_url",
 ]

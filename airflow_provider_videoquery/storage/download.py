@@ -40,6 +40,7 @@ from airflow_provider_videoquery.hooks._http import (
     describe,
     retry_after,
 )
+from airflow_provider_videoquery.storage.checks import storage_error
 from airflow_provider_videoquery.storage.hosts import blocked_address, explicitly_allowed
 from airflow_provider_videoquery.storage.paths import object_uri
 from airflow_provider_videoquery.storage.sinks import DIRECT_PROTOCOLS, WRITE_BLOCK_SIZE, Sink, sync_folder
@@ -250,8 +251,11 @@ class _Download:
         try:
             digest = self._fetch_with_retries()
             return self._place(digest)
-        except BaseException:
+        except BaseException as err:
             self._drop_sink()
+            if isinstance(err, OSError):  # the store's, not the network's (those are httpx errors)
+                where = object_uri(self._final_path())
+                raise storage_error(f"Storing {self.label} at {where}", err) from err
             raise
 
     def _fetch_with_retries(self) -> str:
