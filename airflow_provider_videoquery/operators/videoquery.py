@@ -117,9 +117,11 @@ class VideoDownloadOperator(BaseOperator):
     an ``Asset`` at the stored URI.
 
     :param video_task_id: the task to download (templated), e.g. ``{{ ti.xcom_pull('create') }}``.
-    :param destination: a file URI, or a folder ending in ``/`` where the file is named after the
-        task id (templated), e.g. ``s3://bucket/videos/`` or ``file:///data/videos/clip.mp4``.
-    :param destination_conn_id: the storage connection (e.g. ``aws_default``); None: the store's default.
+    :param destination: a file URI, or a folder (ending in ``/``, or an existing one) where the file is
+        named after the task id (templated), e.g. ``s3://bucket/videos/``, ``file:///data/videos/clip.mp4``
+        or ``/data/videos/``. Checked before anything is waited for (``storage.check_destination``).
+    :param destination_conn_id: the storage connection (e.g. ``aws_default``); it must exist. None: the
+        store's default (for S3 boto3's own credentials, with a warning; never anonymous).
     :param videoquery_conn_id: the ``videoquery`` connection.
     :param route: ``unified``, ``vidu-native``, ``openai`` or ``new-api``; default: the connection's route.
     :param wait_for_completion: wait for an unfinished task; otherwise fail at once.
