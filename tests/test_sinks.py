@@ -136,8 +136,9 @@ def test_buffered_store_commits_only_the_complete_object(emulator: Any, buffered
 def test_buffered_store_part_failure_aborts_and_leaves_nothing(emulator: Any, buffered_store: Any) -> None:
     buffered_store.fail_after_parts = 1
     url = video_task(emulator, size=12 * MiB)
-    with pytest.raises(OSError, match="refused a part"):
+    with pytest.raises(VideoDownloadError, match=r"at buffered://bucket/videos/.*refused a part") as err:
         store_url(url, resolve_destination("buffered://bucket/videos/", TASK), settings_for(emulator))
+    assert isinstance(err.value.__cause__, OSError)
 
     assert buffered_store.objects == {}
     assert len(buffered_store.aborted) == 1  # the upload was aborted, never committed by close()
