@@ -44,6 +44,16 @@ class VideoQueryRequestError(VideoQueryError):
     """The gateway rejected the request itself (a 4xx other than auth and unknown task)."""
 
 
+class VideoCreateRequestError(VideoQueryRequestError, AirflowFailException, ValueError):
+    """A create request refused before it was sent (no model or prompt, or a field value its model
+    family does not accept). Nothing was paid for; not retried: fix the request. ``problems`` lists
+    each one."""
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems or [])
+
+
 class VideoTaskFailedError(AirflowFailException):
     """The gateway reports the video task as failed (moderation, rejected prompt): retrying won't help."""
 

@@ -4,6 +4,7 @@ paid for once — also across Airflow's own retries."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_videoquery.emulator import Emulator, Fault, Limits
 from airflow_provider_videoquery.exceptions import (
+    VideoCreateRequestError,
     VideoCreateUncertainError,
     VideoQueryAuthError,
     VideoQueryTransientError,
@@ -74,6 +76,45 @@ def test_created_is_logged_once_with_the_id(
     lines = [line for line in logs.splitlines() if "Created" in line]
     assert len(lines) == 1
     assert video_task_id in lines[0]
+
+
+# -- checked before anything is paid for ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("model", "prompt", "fields", "message"),
+    [
+        ("veo3.1-fast", "", {}, "prompt must be a non-empty text"),
+        ("", "A fox", {}, "model must be a non-empty text"),
+        ("grok-video-3", "A fox", {"aspect_ratio": "16:9"}, "(accepted: '2:3', '3:2', '1:1')"),
+        ("sora-2", "A fox", {"duration": 25}, "(accepted: 10, 15)"),
+    ],
+)
+def test_a_bad_request_fails_before_the_create(
+    emulator: Emulator, model: str, prompt: str, fields: dict[str, Any], message: str
+) -> None:
+    operator = VideoCreateOperator(task_id="create", model=model, prompt=prompt, extra_fields=fields)
+    with pytest.raises(VideoCreateRequestError, match=re.escape(message)) as caught:
+        operator.execute(make_context())
+    assert "Task 'create' was not sent (nothing was paid for)" in str(caught.value)
+    assert isinstance(caught.value, AirflowFailException)
+    assert emulator.count() == 0
+
+
+def test_an_unknown_model_is_created_with_one_warning(
+    emulator: Emulator, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    operator = VideoCreateOperator(task_id="create", model="kling-v2", prompt="A fox", extra_fields={"x": 1})
+    operator.execute({})
+    logs = capsys.readouterr().out + caplog.text
+    assert len([line for line in logs.splitlines() if "sent unchecked" in line]) == 1
+    assert emulator.creates().accepted == 1
+
+
+def test_openai_route_fields_are_not_held_to_the_unified_rules(emulator: Emulator) -> None:
+    operator = VideoCreateOperator(
+        task_id="create", model="sora-2", prompt="A fox", route="openai", extra_fields={"size": "1280x720"}
+    )
+    assert operator.execute({}).startswith("video_")
 
 
 # -- a create the gateway may have received is paid for once ---------------------------------------------

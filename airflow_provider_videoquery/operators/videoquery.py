@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from airflow.providers.common.compat.sdk import BaseOperator, Context
 
+from airflow_provider_videoquery.create_fields import check_create_request
 from airflow_provider_videoquery.events import ensure_not_failed, task_from_event
 from airflow_provider_videoquery.exceptions import (
     VideoCreateUncertainError,
@@ -43,9 +44,11 @@ _DEFER_MARGIN = 120.0
 class VideoCreateOperator(BaseOperator):
     """Submit a new video task on the worker and return its id (XCom) for a sensor or download.
 
-    A create is paid for once: after a POST the gateway may have received without telling its id
-    (timeout after sending, reset, 5xx, an answer without an id) the task fails at once, without
-    Airflow retries, with :class:`~airflow_provider_videoquery.exceptions.VideoCreateUncertainError`
+    The request is checked first (``model``, ``prompt``, and the fields of known model families:
+    docs/create.md); a value the model does not accept fails at once with the accepted values, before
+    anything is paid for. A create is paid for once: after a POST the gateway may have received without
+    telling its id (timeout after sending, reset, 5xx, an answer without an id) the task fails at once,
+    without Airflow retries, with :class:`~airflow_provider_videoquery.exceptions.VideoCreateUncertainError`
     saying what to look for at the gateway. The new id is pushed to XCom (key ``video_task_id``) as soon
     as the gateway returns it, before anything else can fail. A task the gateway rejects at once raises
     the non-retried :class:`~airflow_provider_videoquery.exceptions.VideoTaskFailedError`.
@@ -86,6 +89,7 @@ class VideoCreateOperator(BaseOperator):
     def execute(self, context: Context) -> str:
         hook = VideoQueryHook(self.videoquery_conn_id, route=self.route)
         try:
+            self._check(hook)
             task = hook.create_task(self.model, self.prompt, **self.extra_fields)
         except VideoCreateUncertainError as err:
             if not self.retry_uncertain_creates:
@@ -102,6 +106,13 @@ class VideoCreateOperator(BaseOperator):
             ti.xcom_push(key="video_task_id", value=task.id)
         ensure_not_failed(task)
         return task.id
+
+    def _check(self, hook: VideoQueryHook) -> None:
+        """Refuse, before anything is paid for, a request its model family would not accept."""
+        body = {**self.extra_fields, "model": self.model, "prompt": self.prompt}
+        route = self.route or hook.config.route
+        for warning in check_create_request(body, route=str(route), what=f"Task {self.task_id!r}"):
+            self.log.warning(warning)
 
 
 class VideoDownloadOperator(BaseOperator):
