@@ -76,6 +76,16 @@ def get_provider_info() -> dict[str, Any]:
                         "description": "Turn off only for a self-signed gateway you trust.",
                         "schema": {"type": ["boolean", "null"], "default": True},
                     },
+                    "verify_download_ssl": {
+                        "label": "Verify TLS of video hosts",
+                        "description": "Other hosts than the gateway (CDNs); turn off only if you must.",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                    "proxy": {
+                        "label": "Proxy URL",
+                        "description": "e.g. http://proxy:3128; wins over HTTPS_PROXY, NO_PROXY applies.",
+                        "schema": {"type": ["string", "null"]},
+                    },
                     "allowed_download_hosts": {
                         "label": "Allowed download hosts",
                         "description": "Comma-separated; empty allows any http(s) host.",

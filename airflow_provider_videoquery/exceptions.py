@@ -36,6 +36,11 @@ class VideoCreateUncertainError(VideoQueryTransientError, AirflowFailException):
         self.check = check
 
 
+class VideoQueryUnreachableError(VideoQueryTransientError):
+    """Nothing answered at the gateway's address (refused, unknown host, TLS to a plain-HTTP port):
+    usually a wrong scheme, host, port or proxy rather than an outage."""
+
+
 class VideoQueryResponseError(VideoQueryError):
     """The gateway answered something that is not the JSON it promised."""
 

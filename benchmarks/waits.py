@@ -136,11 +136,12 @@ Waiter = Callable[[str], Awaitable[None]]
 
 
 async def _trigger_side(url: str, interval: float) -> tuple[Waiter, Callable[[], Awaitable[None]]]:
+    from airflow_provider_videoquery.hooks._http import ClientKey
     from airflow_provider_videoquery.hooks.videoquery import _shared_clients
     from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
 
     # A busy triggerer always has the shared client open: hold it so it is in the baseline.
-    _shared_clients.acquire(verify_ssl=True)
+    lease = _shared_clients.acquire(ClientKey(verify_ssl=True, proxy=None))
     now = time.time()
 
     async def wait(task_id: str) -> None:
@@ -152,7 +153,7 @@ async def _trigger_side(url: str, interval: float) -> tuple[Waiter, Callable[[],
                 raise RuntimeError(event.payload["message"])
 
     async def close() -> None:
-        await _shared_clients.release(verify_ssl=True)
+        await _shared_clients.release(lease)
 
     return wait, close
 

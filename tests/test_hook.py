@@ -287,7 +287,7 @@ async def test_hooks_on_one_loop_share_one_client(emulator: Emulator) -> None:
     hooks = [hook() for _ in range(20)]
     results = await asyncio.gather(*(h.aget_task(f"veo3:s{i}") for i, h in enumerate(hooks)))
     assert all(t.status is TaskStatus.SUCCEEDED for t in results)
-    assert len({id(h._async_client) for h in hooks}) == 1
+    assert len({id(h._lease.client) for h in hooks if h._lease}) == 1
     assert _shared_clients.users() == 20
     await asyncio.gather(*(h.aclose() for h in hooks))
     assert _shared_clients.users() == 0

@@ -56,7 +56,15 @@ def test_connection_form_is_declared_the_airflow_32_way() -> None:
     behaviour = manager.field_behaviours["videoquery"]
     assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key"}
     fields = set(manager.connection_form_widgets)
-    for name in ("route", "timeout", "extra_headers", "verify_ssl", "allowed_download_hosts"):
+    for name in (
+        "route",
+        "timeout",
+        "extra_headers",
+        "verify_ssl",
+        "verify_download_ssl",
+        "proxy",
+        "allowed_download_hosts",
+    ):
         assert f"extra__videoquery__{name}" in fields
 
 

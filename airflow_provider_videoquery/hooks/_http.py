@@ -6,12 +6,16 @@ Nothing here does I/O. The hook drives :func:`exchange` with a sync ``httpx.Clie
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import random
 import ssl
+import time
+import urllib.request
 from collections.abc import Generator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from email.utils import parsedate_to_datetime
+from typing import Any, NamedTuple
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -22,6 +26,7 @@ from airflow_provider_videoquery.exceptions import (
     VideoQueryRequestError,
     VideoQueryResponseError,
     VideoQueryTransientError,
+    VideoQueryUnreachableError,
     VideoTaskNotFoundError,
 )
 from airflow_provider_videoquery.routes import Route as Route  # re-exported: its historic home
@@ -30,6 +35,13 @@ from airflow_provider_videoquery.routes import spec
 USER_AGENT = "airflow-provider-videoquery"
 _BODY_PREVIEW = 200
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+
+
+class ClientKey(NamedTuple):
+    """Everything that changes an HTTP client (not a request): clients are shared per key."""
+
+    verify_ssl: bool
+    proxy: str | None
 
 
 class GatewayConfig(BaseModel):
@@ -44,6 +56,8 @@ class GatewayConfig(BaseModel):
     read_timeout: float = 60.0
     headers: dict[str, str] = Field(default_factory=dict)
     verify_ssl: bool = True
+    verify_download_ssl: bool = True
+    proxy: str | None = None
     allowed_download_hosts: tuple[str, ...] = ()
 
     @field_validator("base_url")
@@ -57,6 +71,21 @@ class GatewayConfig(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"the gateway's base URL must be http(s), got {value!r}")
         return value
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        value = (value or "").strip() or None
+        if value is not None and "://" not in value:
+            value = f"http://{value}"
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"the proxy must be an http(s) URL such as http://proxy:3128, got {value!r}")
+        return value
+
+    @property
+    def client_key(self) -> ClientKey:
+        """What the gateway's client is built from: TLS setting and the proxy it goes through now."""
+        return ClientKey(self.verify_ssl, proxy_for(self.base_url, self.proxy))
 
     @property
     def timeout(self) -> httpx.Timeout:
@@ -95,7 +124,7 @@ class GatewayConfig(BaseModel):
         # The UI may store form fields with Airflow's old prefixed names; accept both spellings.
         extra = {key.removeprefix("extra__videoquery__"): value for key, value in extra.items()}
         fields: dict[str, Any] = {"base_url": host or "", "api_key": password}
-        for key in ("route", "connect_timeout", "read_timeout", "verify_ssl"):
+        for key in ("route", "connect_timeout", "read_timeout", "verify_ssl", "verify_download_ssl", "proxy"):
             if extra.get(key) not in (None, ""):
                 fields[key] = extra[key]
         if extra.get("timeout") not in (None, ""):
@@ -121,20 +150,67 @@ def _json_object(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
+def proxy_for(url: str | httpx.URL, explicit: str | None = None) -> str | None:
+    """The proxy a request to ``url`` goes through, or None for a direct connection.
+
+    ``explicit`` (the connection's ``proxy`` extra) wins over ``HTTPS_PROXY``/``HTTP_PROXY``/
+    ``ALL_PROXY``; ``NO_PROXY`` exempts hosts either way, as in curl. Every HTTP path (the sync and async
+    hook, downloads) asks here, so all follow the same rules. Loopback is not exempt by default.
+    """
+    target = httpx.URL(url)
+    env = urllib.request.getproxies_environment()
+    if _exempt(target.host, target.port, env.get("no", "")):
+        return None
+    chosen = explicit or env.get(target.scheme) or env.get("all")
+    if not chosen:
+        return None
+    return chosen if "://" in chosen else f"http://{chosen}"
+
+
+def _exempt(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` names this host: ``*``, a name (and its subdomains), ``.suffix``, an IP or
+    a network (``10.0.0.0/8``), each optionally with ``:port``."""
+    host = host.lower().strip("[]")
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if entry == "*":
+            return True
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and (not entry_port.isdigit() or int(entry_port) != port):
+            continue
+        name = name.strip("[]")
+        if not name:
+            continue
+        try:
+            if ipaddress.ip_address(host) in ipaddress.ip_network(name, strict=False):
+                return True
+            continue
+        except ValueError:
+            pass
+        name = name.lstrip("*").lstrip(".")
+        if host == name or host.endswith("." + name):
+            return True
+    return False
+
+
 class RetryPolicy(BaseModel):
-    """Capped exponential backoff with full jitter; honours ``Retry-After`` up to the cap."""
+    """Capped exponential backoff with full jitter; honours ``Retry-After`` up to ``max_retry_after``.
+
+    A gateway that asks for a pause (``Retry-After``, seconds or an HTTP date) gets it, up to
+    ``max_retry_after`` seconds (default 5 minutes; raise it for a gateway with longer windows).
+    """
 
     model_config = ConfigDict(frozen=True)
 
     max_attempts: int = 6
     base_delay: float = 1.0
     max_delay: float = 30.0
+    max_retry_after: float = 300.0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         backoff = min(self.max_delay, self.base_delay * 2**attempt)
         jittered = random.uniform(backoff / 2, backoff)
         if retry_after is not None:
-            return min(self.max_delay, max(retry_after, jittered / 2))
+            return min(self.max_retry_after, max(retry_after, jittered / 2))
         return jittered
 
 
@@ -144,19 +220,26 @@ Outcome = httpx.Response | httpx.TransportError | None
 
 
 def exchange(
-    request: httpx.Request, policy: RetryPolicy, what: str, idempotent: bool = True
+    request: httpx.Request,
+    policy: RetryPolicy,
+    what: str,
+    idempotent: bool = True,
+    *,
+    deadline: float | None = None,
 ) -> Generator[Action, Outcome, httpx.Response]:
     """Send ``request`` until it gets a usable answer; return it or raise a typed error.
 
     The caller sends each yielded request and passes back the response (body read) or the transport
     error, and sleeps for each yielded float. ``what`` names the operation in every message. A request
-    that is not ``idempotent`` is retried only when the gateway surely did not act on it.
+    that is not ``idempotent`` is retried only when the gateway surely did not act on it. No sleep runs
+    past ``deadline`` (epoch seconds): the retries end there instead.
     """
-    attempt = 0
+    attempt, ever_answered = 0, False
     while True:
         outcome = yield request
         if isinstance(outcome, httpx.TransportError) and certificate_refused(outcome):
             raise VideoQueryRequestError(certificate_message(f"{what}: the gateway's", outcome))
+        ever_answered = ever_answered or isinstance(outcome, httpx.Response)
         problem = _transient_problem(outcome)
         if problem is None:
             assert isinstance(outcome, httpx.Response)
@@ -164,13 +247,23 @@ def exchange(
         if not idempotent and not _surely_not_processed(outcome):
             raise uncertain_create(request, what, problem)
         attempt += 1
-        if attempt >= policy.max_attempts:
+        wait = policy.delay(
+            attempt - 1, retry_after(outcome) if isinstance(outcome, httpx.Response) else None
+        )
+        if attempt >= policy.max_attempts or (deadline is not None and time.time() + wait > deadline):
+            if not ever_answered and isinstance(outcome, httpx.TransportError) and unreachable(outcome):
+                raise VideoQueryUnreachableError(unreachable_message(what, request.url, outcome))
+            tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
+            why = (
+                ""
+                if attempt >= policy.max_attempts
+                else f" (the next try, in {wait:.0f}s, would pass the deadline)"
+            )
             raise VideoQueryTransientError(
-                f"{what} still failed after {attempt} attempts: {problem}. The gateway looks unwell; "
+                f"{what} still failed after {tries}{why}: {problem}. The gateway looks unwell; "
                 "try again later or raise the retries."
             )
-        wait = retry_after(outcome) if isinstance(outcome, httpx.Response) else None
-        yield policy.delay(attempt - 1, wait)
+        yield wait
 
 
 def uncertain_create(request: httpx.Request, what: str, problem: str) -> VideoCreateUncertainError:
@@ -214,6 +307,23 @@ def describe(err: httpx.TransportError) -> str:
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
+def unreachable(err: httpx.TransportError) -> bool:
+    """Whether nothing answered at all: refused, no such host, a proxy that could not connect, or TLS
+    spoken to a plain-HTTP port. Timeouts and dropped answers are a gateway that is unwell instead."""
+    return isinstance(err, httpx.ConnectError | httpx.ProxyError) and not certificate_refused(err)
+
+
+def unreachable_message(what: str, url: httpx.URL, err: httpx.TransportError) -> str:
+    """What to fix when nothing answers at ``url`` (shown without its query string)."""
+    tried = str(url.copy_with(query=None, fragment=None))
+    return (
+        f"{what}: nothing answered at {tried} ({describe(err)}). Check the connection's base URL: "
+        "the scheme (http or https), host and port. If this machine reaches the gateway through a "
+        'proxy, set HTTPS_PROXY/HTTP_PROXY (or the connection\'s "proxy" extra), and NO_PROXY for '
+        "hosts reached directly."
+    )
+
+
 def certificate_refused(err: BaseException) -> bool:
     """Whether a transport error comes from TLS certificate verification (permanent: not retried)."""
     seen: BaseException | None = err
@@ -226,23 +336,32 @@ def certificate_refused(err: BaseException) -> bool:
     return False
 
 
-def certificate_message(whose: str, err: httpx.TransportError) -> str:
-    """The error text when ``certificate_refused(err)``; ``whose`` names the server ("…: the gateway's")."""
+def certificate_message(whose: str, err: httpx.TransportError, opt_out: str = "verify_ssl") -> str:
+    """The error text when ``certificate_refused(err)``; ``whose`` names the server ("…: the gateway's"),
+    ``opt_out`` the extra that switches the check off for it (``verify_download_ssl`` for other hosts)."""
+    server = "gateway" if opt_out == "verify_ssl" else "download host"
     return (
         f"{whose} TLS certificate was not accepted ({describe(err)}). Fix the certificate, or, for a "
-        'self-signed gateway you trust, set "verify_ssl": false in the connection\'s extra.'
+        f'self-signed {server} you trust, set "{opt_out}": false in the connection\'s extra.'
     )
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds; None when absent or an HTTP date (our own backoff applies)."""
-    value = response.headers.get("Retry-After")
-    if value is None:
+    """``Retry-After`` in seconds (a number, or an HTTP date from now); None when absent or unreadable."""
+    value = (response.headers.get("Retry-After") or "").strip()
+    if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # an HTTP date is always GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _check_status(response: httpx.Response, what: str) -> httpx.Response:

@@ -6,17 +6,24 @@ import asyncio
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Generator, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import BaseHook
 from httpx_aiohttp import AiohttpTransport
 
-from airflow_provider_videoquery.exceptions import VideoQueryResponseError, VideoTaskNotFoundError
+from airflow_provider_videoquery.exceptions import (
+    VideoQueryAuthError,
+    VideoQueryResponseError,
+    VideoTaskNotFoundError,
+)
 from airflow_provider_videoquery.hooks._http import (
     Action,
+    ClientKey,
     GatewayConfig,
     Outcome,
     RetryPolicy,
@@ -62,7 +69,7 @@ class VideoQueryHook(BaseHook):
         self.videoquery_conn_id = videoquery_conn_id
         self.route = Route(route) if route else None
         self.retry_policy = retry_policy or RetryPolicy()
-        self._async_client: httpx.AsyncClient | None = None
+        self._lease: _Lease | None = None
 
     # -- connection --------------------------------------------------------------------------------
 
@@ -92,17 +99,19 @@ class VideoQueryHook(BaseHook):
 
     @cached_property
     def _sync_client(self) -> httpx.Client:
-        return httpx.Client(verify=self.config.verify_ssl, timeout=self.config.timeout)
+        verify, proxy = self.config.client_key
+        transport = httpx.HTTPTransport(verify=verify, proxy=proxy)
+        return httpx.Client(transport=transport, timeout=self.config.timeout)
 
     def close(self) -> None:
         if "_sync_client" in self.__dict__:
             self.__dict__.pop("_sync_client").close()
 
     async def aclose(self) -> None:
-        """Give the shared async client back; the last user of it on this loop closes it."""
-        if self._async_client is not None:
-            self._async_client = None
-            await _shared_clients.release(self.config.verify_ssl)
+        """Give back the shared async client this hook holds (the one it took, on the loop it took it)."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            await _shared_clients.release(lease)
 
     async def __aenter__(self) -> VideoQueryHook:
         return self
@@ -111,21 +120,37 @@ class VideoQueryHook(BaseHook):
         await self.aclose()
 
     async def _aclient(self) -> httpx.AsyncClient:
-        if self._async_client is None:
-            config = await self.aconfig()
-            self._async_client = _shared_clients.acquire(config.verify_ssl)
-        return self._async_client
+        """The shared client for this loop and the connection's client key; taken once per hook.
+
+        A hook moved to another loop (or whose connection now needs another client) gives the old one
+        back first. Nothing awaits between the check and the take, so concurrent first calls take one.
+        """
+        key = (await self.aconfig()).client_key
+        loop = asyncio.get_running_loop()
+        lease = self._lease
+        if lease is not None and (lease.loop is not loop or lease.key != key):
+            self._lease = None
+            await _shared_clients.release(lease)
+        if self._lease is None:
+            self._lease = _shared_clients.acquire(key)
+        return self._lease.client
 
     # -- calls ---------------------------------------------------------------------------------------
 
-    def get_task(self, video_task_id: str, route: str | Route | None = None) -> VideoTask:
-        """Query a task once (transient failures are retried) and normalize the answer."""
-        return self._run_sync(self._query(video_task_id, route))
+    def get_task(
+        self, video_task_id: str, route: str | Route | None = None, *, deadline: float | None = None
+    ) -> VideoTask:
+        """Query a task once (transient failures are retried) and normalize the answer.
 
-    async def aget_task(self, video_task_id: str, route: str | Route | None = None) -> VideoTask:
+        ``deadline`` (epoch seconds): no backoff or ``Retry-After`` sleep runs past it.
+        """
+        return self._call_sync(lambda: self._query(video_task_id, route, deadline))
+
+    async def aget_task(
+        self, video_task_id: str, route: str | Route | None = None, *, deadline: float | None = None
+    ) -> VideoTask:
         """Async :meth:`get_task`, for triggers: never touches a sync connection API."""
-        await self.aconfig()
-        return await self._run_async(self._query(video_task_id, route))
+        return await self._call_async(lambda: self._query(video_task_id, route, deadline))
 
     def create_task(
         self, model: str, prompt: str, route: str | Route | None = None, **fields: Any
@@ -134,9 +159,9 @@ class VideoQueryHook(BaseHook):
         through unchanged.
 
         A create is not idempotent, so it is retried only when the gateway surely did not take it
-        (429/503, or no connection was made).
+        (429/503, a refused key, or no connection was made).
         """
-        return self._run_sync(self._create({"model": model, "prompt": prompt, **fields}, route))
+        return self._call_sync(lambda: self._create({"model": model, "prompt": prompt, **fields}, route))
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: a query for a task that does not exist proves the key is accepted."""
@@ -156,7 +181,9 @@ class VideoQueryHook(BaseHook):
     def _resolve_route(self, route: str | Route | None) -> Route:
         return Route(route) if route else (self.route or self.config.route)
 
-    def _query(self, video_task_id: str, route: str | Route | None) -> Generator[Action, Outcome, VideoTask]:
+    def _query(
+        self, video_task_id: str, route: str | Route | None, deadline: float | None = None
+    ) -> Generator[Action, Outcome, VideoTask]:
         config, resolved = self.config, self._resolve_route(route)
         what = f"Querying video task {video_task_id!r} at {config.base_url} ({resolved.value} route)"
         request = httpx.Request(
@@ -165,7 +192,7 @@ class VideoQueryHook(BaseHook):
             headers=config.auth_headers(),
             extensions={"timeout": config.timeout.as_dict()},
         )
-        response = yield from exchange(request, self.retry_policy, what)
+        response = yield from exchange(request, self.retry_policy, what, deadline=deadline)
         route_spec = spec(resolved)
         return parse_task(
             _unwrap(route_spec, json_body(response, what), what),
@@ -202,6 +229,39 @@ class VideoQueryHook(BaseHook):
 
     # -- drivers: the only places that do I/O --------------------------------------------------------
 
+    def _call_sync(self, plan: Callable[[], Generator[Action, Outcome, T]]) -> T:
+        """Run a plan; on a refused key, look the connection up again and, if its key changed, rerun once."""
+        try:
+            return self._run_sync(plan())
+        except VideoQueryAuthError:
+            stale = self.__dict__.pop("config", None)
+            if not self._key_rotated(stale, self.config):
+                raise
+        return self._run_sync(plan())
+
+    async def _call_async(self, plan: Callable[[], Generator[Action, Outcome, T]]) -> T:
+        """:meth:`_call_sync` for the triggerer: the new lookup goes past the per-loop cache too."""
+        await self.aconfig()
+        try:
+            return await self._run_async(plan())
+        except VideoQueryAuthError:
+            stale = self.__dict__.pop("config", None)
+            _recent_configs.forget(self.videoquery_conn_id, stale)
+            if not self._key_rotated(stale, await self.aconfig()):
+                raise
+        return await self._run_async(plan())
+
+    def _key_rotated(self, stale: GatewayConfig | None, fresh: GatewayConfig) -> bool:
+        """Whether the connection now holds another key than the refused one (then say so, keylessly)."""
+        if stale is None or fresh.api_key == stale.api_key:
+            return False
+        self.log.warning(
+            "The gateway refused the API key of connection %r, which now holds another one: retrying "
+            "once with the new key.",
+            self.videoquery_conn_id,
+        )
+        return True
+
     def _run_sync(self, plan: Generator[Action, Outcome, T]) -> T:
         client = self.get_conn()
         outcome: Outcome = None
@@ -233,7 +293,7 @@ class VideoQueryHook(BaseHook):
                 try:
                     outcome = await client.send(action)
                 except httpx.TransportError as err:
-                    outcome = err
+                    outcome = _honest(err)
         except StopIteration as done:
             result: T = done.value
             return result
@@ -257,8 +317,17 @@ def _base_url(conn: Any) -> str:
     return f"{scheme}://{host}{port}"
 
 
+@dataclass(frozen=True)
+class _Lease:
+    """A hook's hold on a shared client: which loop and key it was taken for, to give back exactly it."""
+
+    loop: asyncio.AbstractEventLoop
+    key: ClientKey
+    client: httpx.AsyncClient
+
+
 class _SharedClients:
-    """One ``AsyncClient`` per event loop and TLS setting, shared by every hook on that loop.
+    """One ``AsyncClient`` per event loop and :class:`ClientKey`, shared by every hook on that loop.
 
     httpx's own pool does work proportional to connections x waiting requests on every change; with
     aiohttp's connector as the transport, a poll costs the same at 10 or 10,000 concurrent waits.
@@ -266,37 +335,67 @@ class _SharedClients:
 
     def __init__(self) -> None:
         self._by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[bool, tuple[httpx.AsyncClient, int]]
+            asyncio.AbstractEventLoop, dict[ClientKey, tuple[httpx.AsyncClient, int]]
         ] = weakref.WeakKeyDictionary()
 
-    def acquire(self, verify_ssl: bool) -> httpx.AsyncClient:
-        clients = self._by_loop.setdefault(asyncio.get_running_loop(), {})
-        client, users = clients.get(verify_ssl) or (_new_async_client(verify_ssl), 0)
-        clients[verify_ssl] = (client, users + 1)
-        return client
+    def acquire(self, key: ClientKey) -> _Lease:
+        """Take the running loop's client for ``key`` (made on first use); never awaits."""
+        loop = asyncio.get_running_loop()
+        clients = self._by_loop.setdefault(loop, {})
+        client, users = clients.get(key) or (_new_async_client(key), 0)
+        clients[key] = (client, users + 1)
+        return _Lease(loop, key, client)
 
-    async def release(self, verify_ssl: bool) -> None:
-        clients = self._by_loop.get(asyncio.get_running_loop(), {})
-        entry = clients.get(verify_ssl)
-        if entry is None:
+    async def release(self, lease: _Lease) -> None:
+        """Give ``lease`` back; the last user closes the client, on the loop it belongs to."""
+        clients = self._by_loop.get(lease.loop, {})
+        client, users = clients.get(lease.key) or (None, 0)
+        if client is not lease.client:
             return
-        client, users = entry
         if users > 1:
-            clients[verify_ssl] = (client, users - 1)
+            clients[lease.key] = (client, users - 1)
             return
-        del clients[verify_ssl]
-        await client.aclose()
+        del clients[lease.key]
+        if lease.loop is asyncio.get_running_loop():
+            await client.aclose()
+        elif not lease.loop.is_closed():  # still running elsewhere: close it there
+            asyncio.run_coroutine_threadsafe(client.aclose(), lease.loop)
+        # else: its loop is closed, and so is every socket a client could still close on it.
 
-    def users(self, verify_ssl: bool = True) -> int:
-        """How many hooks on the running loop hold the client (0 when none is open)."""
-        entry = self._by_loop.get(asyncio.get_running_loop(), {}).get(verify_ssl)
+    def users(self, key: ClientKey | None = None) -> int:
+        """How many hooks on the running loop hold the client for ``key`` (0 when none is open)."""
+        entry = self._by_loop.get(asyncio.get_running_loop(), {}).get(key or ClientKey(True, None))
         return entry[1] if entry else 0
 
 
-def _new_async_client(verify_ssl: bool) -> httpx.AsyncClient:
+def _new_async_client(key: ClientKey) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=_ASYNC_MAX_CONNECTIONS, max_keepalive_connections=32)
-    transport = AiohttpTransport(verify=verify_ssl, limits=limits)
-    return httpx.AsyncClient(transport=transport)
+    proxy = httpx.Proxy(key.proxy) if key.proxy else None
+    return httpx.AsyncClient(transport=AiohttpTransport(verify=key.verify_ssl, limits=limits, proxy=proxy))
+
+
+def _honest(err: httpx.TransportError) -> httpx.TransportError:
+    """The httpx error the aiohttp failure behind ``err`` really is.
+
+    httpx-aiohttp maps every ``ClientConnectionError`` to ``ConnectTimeout``: a refused connection, a
+    DNS failure and a server that hung up mid-answer all looked like a slow network.
+    """
+    cause = err.__cause__
+    honest: httpx.TransportError | None = None
+    if isinstance(cause, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
+        honest = httpx.ProxyError(str(cause))
+    elif isinstance(cause, aiohttp.ConnectionTimeoutError):
+        honest = httpx.ConnectTimeout(str(cause) or "timed out connecting")
+    elif isinstance(cause, aiohttp.ClientConnectorError):
+        honest = httpx.ConnectError(str(cause))
+    elif isinstance(cause, aiohttp.ServerDisconnectedError):
+        honest = httpx.RemoteProtocolError(str(cause) or "Server disconnected")
+    elif isinstance(err, httpx.ConnectTimeout) and isinstance(cause, aiohttp.ClientOSError):
+        honest = httpx.ReadError(str(cause))
+    if honest is None:
+        return err
+    honest.__cause__ = cause
+    return honest
 
 
 class _RecentConfigs:
@@ -312,6 +411,16 @@ class _RecentConfigs:
         self._by_loop: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[GatewayConfig]]]
         ] = weakref.WeakKeyDictionary()
+
+    def forget(self, conn_id: str, stale: GatewayConfig | None) -> None:
+        """Drop the running loop's entry for ``conn_id`` if it still holds ``stale`` (a refused key):
+        the next hook looks the connection up again, and hooks refused together share that lookup."""
+        entries = self._by_loop.get(asyncio.get_running_loop(), {})
+        entry = entries.get(conn_id)
+        if entry is None or not entry[1].done() or entry[1].cancelled() or entry[1].exception():
+            return
+        if entry[1].result() is stale:
+            del entries[conn_id]
 
     async def resolve(
         self, conn_id: str, lookup: Callable[[], Coroutine[Any, Any, GatewayConfig]]

@@ -89,7 +89,12 @@ class DownloadSettings:
     trusted_headers: Mapping[str, str] = field(default_factory=dict, repr=False)
     retry: RetryPolicy = DEFAULT_DOWNLOAD_RETRY
     timeout: httpx.Timeout = field(default_factory=lambda: httpx.Timeout(60.0, connect=10.0))
+    #: TLS checks for hosts other than ``trusted_origin`` (a CDN) …
     verify_ssl: bool = True
+    #: … and for ``trusted_origin`` itself (the gateway's ``verify_ssl``).
+    trusted_verify_ssl: bool = True
+    #: the connection's explicit proxy; None: the environment's (see ``hooks._http.proxy_for``).
+    proxy: str | None = None
 
     @classmethod
     def for_gateway(cls, config: GatewayConfig, **overrides: Any) -> DownloadSettings:
@@ -99,7 +104,9 @@ class DownloadSettings:
             "trusted_origin": config.base_url,
             "trusted_headers": config.credentials(),
             "timeout": config.timeout,
-            "verify_ssl": config.verify_ssl,
+            "verify_ssl": config.verify_download_ssl,
+            "trusted_verify_ssl": config.verify_ssl,
+            "proxy": config.proxy,
         }
         return cls(**{**fields, **overrides})
 
@@ -125,7 +132,13 @@ class StoredObject:
 def new_client(settings: DownloadSettings) -> httpx.Client:
     """A client for downloads: no automatic redirects (each hop is checked), no compression, and
     bodies read in large blocks (:func:`.transport.download_client`)."""
-    return download_client(settings.verify_ssl, settings.timeout)
+    return download_client(
+        settings.verify_ssl,
+        settings.timeout,
+        gateway=settings.trusted_origin,
+        gateway_verify_ssl=settings.trusted_verify_ssl,
+        proxy=settings.proxy,
+    )
 
 
 def store_url(
@@ -383,8 +396,9 @@ class _Download:
             return self.client.send(request, stream=True)
         except httpx.TransportError as err:
             if certificate_refused(err):
+                opt_out = "verify_ssl" if _origin(url) == self.trusted else "verify_download_ssl"
                 raise VideoDownloadError(
-                    certificate_message(f"Downloading {self.label}: the server's", err)
+                    certificate_message(f"Downloading {self.label}: the server's", err, opt_out)
                 ) from None
             raise _Transient(describe(err)) from None
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import http.client
 import socket
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 import httpx
 
-from airflow_provider_videoquery.hooks._http import USER_AGENT
+from airflow_provider_videoquery.hooks._http import USER_AGENT, ClientKey, proxy_for
 
 #: ``response.extensions`` key of the body's ``readinto(buffer) -> int`` (0 at the end of the body).
 READINTO = "videoquery.readinto"
@@ -27,20 +26,59 @@ Readinto = Callable[[memoryview], int]
 _ITER_BYTES = 64 * 1024
 
 
-def download_client(verify_ssl: bool, timeout: httpx.Timeout) -> httpx.Client:
+def download_client(
+    verify_ssl: bool,
+    timeout: httpx.Timeout,
+    *,
+    gateway: str | None = None,
+    gateway_verify_ssl: bool = True,
+    proxy: str | None = None,
+) -> httpx.Client:
     """A client for downloads: no automatic redirects (each hop is checked) and no compression.
 
-    It uses :class:`BlockTransport` unless the environment configures a proxy, which only httpx's
-    own transport knows how to use.
+    TLS is checked per origin: ``gateway_verify_ssl`` applies to the ``gateway``'s own origin only,
+    ``verify_ssl`` to every other host (a CDN). Each request goes through the proxy
+    :func:`~airflow_provider_videoquery.hooks._http.proxy_for` names (``proxy`` first, then the
+    environment); direct requests use :class:`BlockTransport`, proxied ones httpx's own transport.
     """
-    proxied = any(key in ("http", "https", "all") for key in urllib.request.getproxies_environment())
+    gateway_origin = _origin(httpx.URL(gateway)) if gateway else None
+
+    def choose(url: httpx.URL) -> ClientKey:
+        verify = gateway_verify_ssl if _origin(url) == gateway_origin else verify_ssl
+        return ClientKey(verify, proxy_for(url, proxy))
+
     return httpx.Client(
-        verify=verify_ssl,
         timeout=timeout,
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-        transport=None if proxied else BlockTransport(verify_ssl),
+        transport=_Routed(choose),
     )
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host.lower(), url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+
+class _Routed(httpx.BaseTransport):
+    """Sends each request over the transport its URL needs (TLS setting, proxy), made once per kind."""
+
+    def __init__(self, choose: Callable[[httpx.URL], ClientKey]) -> None:
+        self._choose = choose
+        self._transports: dict[ClientKey, httpx.BaseTransport] = {}
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        key = self._choose(request.url)
+        transport = self._transports.get(key)
+        if transport is None:
+            verify, proxy = key
+            transport = httpx.HTTPTransport(verify=verify, proxy=proxy) if proxy else BlockTransport(verify)
+            self._transports[key] = transport
+        return transport.handle_request(request)
+
+    def close(self) -> None:
+        for transport in self._transports.values():
+            transport.close()
+        self._transports.clear()
 
 
 class BlockTransport(httpx.BaseTransport):
