@@ -114,7 +114,7 @@ class VideoTaskTrigger(BaseTrigger):
             try:
                 # asyncio.timeout runs the poll in this task: no extra task per poll, unlike wait_for.
                 async with asyncio.timeout(budget):
-                    outcome = await hook.aget_task(self.video_task_id)
+                    outcome = await hook.aget_task(self.video_task_id, deadline=self.deadline)
             except Exception as err:
                 outcome = err
             event = watch.after(outcome) or watch.expired()
