@@ -25,7 +25,8 @@ ON_CDN = "veo3:tls-other-origin"
 
 @pytest.fixture
 def tls_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    with run_emulator(api_key=API_KEY, ssl_context=self_signed_context(tmp_path_factory.mktemp("tls"))) as emu:
+    context = self_signed_context(tmp_path_factory.mktemp("tls"))
+    with run_emulator(api_key=API_KEY, ssl_context=context) as emu:
         emu.add_task(ON_GATEWAY, Scenario(polls_to_complete=1, video_size=16 * 1024))
         cdn = f"https://localhost:{emu.port}/videos/_size-{16 * 1024}.mp4"
         emu.add_task(ON_CDN, Scenario(polls_to_complete=1, video_url=cdn))
