@@ -30,15 +30,19 @@ def test_a_hook_moved_to_another_loop_does_not_reuse_a_client_of_a_closed_loop(e
     emulator.add_task("veo3:loops", Scenario(family="veo", polls_to_complete=1))
     hook = VideoQueryHook(retry_policy=FAST)
 
-    async def poll() -> tuple[TaskStatus, httpx.AsyncClient, int]:
+    async def poll(close: bool) -> tuple[TaskStatus, httpx.AsyncClient, int]:
         status = (await hook.aget_task("veo3:loops")).status
-        return status, client_of(hook), _shared_clients.users()
+        seen = status, client_of(hook), _shared_clients.users()
+        if close:
+            await hook.aclose()
+        return seen
 
-    first = asyncio.run(poll())  # the loop closes without aclose(), as a careless script would
-    second = asyncio.run(poll())
+    first = asyncio.run(poll(close=False))  # the loop closes without aclose(), as a careless script's
+    second = asyncio.run(poll(close=True))
     assert first[0] is second[0] is TaskStatus.SUCCEEDED
     assert second[1] is not first[1]
     assert second[2] == 1
+    assert first[1].is_closed  # given back (and closed) when the hook moved on
     assert emulator.count(route="query") == 2
 
 

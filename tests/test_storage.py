@@ -33,7 +33,7 @@ from airflow_provider_videoquery.storage import (
     store_url,
 )
 from airflow_provider_videoquery.storage import sinks as storage_sinks
-from airflow_provider_videoquery.storage.transport import BlockTransport
+from airflow_provider_videoquery.storage.transport import BlockTransport, RoutedTransport
 from tests.conftest import API_KEY
 from tests.s3 import MotoS3
 
@@ -514,11 +514,14 @@ def test_download_client_reads_in_blocks_unless_a_proxy_is_configured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = DownloadSettings()
+    cdn = httpx.URL("https://cdn.example.com/video.mp4")
     with new_client(settings) as client:
-        assert isinstance(client._transport, BlockTransport)
+        assert isinstance(client._transport, RoutedTransport)
+        assert isinstance(client._transport.transport_for(cdn), BlockTransport)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example.com:3128")
     with new_client(settings) as client:
-        assert not isinstance(client._transport, BlockTransport)  # httpx's own, which honours it
+        assert isinstance(client._transport, RoutedTransport)
+        assert not isinstance(client._transport.transport_for(cdn), BlockTransport)  # httpx's own
 
 
 def test_chunked_body_without_length_is_read_in_blocks(tmp_path: Path) -> None:

@@ -356,11 +356,10 @@ class _SharedClients:
             clients[lease.key] = (client, users - 1)
             return
         del clients[lease.key]
-        if lease.loop is asyncio.get_running_loop():
-            await client.aclose()
-        elif not lease.loop.is_closed():  # still running elsewhere: close it there
+        if lease.loop is asyncio.get_running_loop() or lease.loop.is_closed():
+            await client.aclose()  # on a closed loop this marks it closed; its sockets go with it
+        else:  # still running in another thread: close it there
             asyncio.run_coroutine_threadsafe(client.aclose(), lease.loop)
-        # else: its loop is closed, and so is every socket a client could still close on it.
 
     def users(self, key: ClientKey | None = None) -> int:
         """How many hooks on the running loop hold the client for ``key`` (0 when none is open)."""

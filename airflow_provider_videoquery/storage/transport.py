@@ -51,7 +51,7 @@ def download_client(
         timeout=timeout,
         follow_redirects=False,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
-        transport=_Routed(choose),
+        transport=RoutedTransport(choose),
     )
 
 
@@ -59,21 +59,26 @@ def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host.lower(), url.port or {"http": 80, "https": 443}.get(url.scheme)
 
 
-class _Routed(httpx.BaseTransport):
+class RoutedTransport(httpx.BaseTransport):
     """Sends each request over the transport its URL needs (TLS setting, proxy), made once per kind."""
 
     def __init__(self, choose: Callable[[httpx.URL], ClientKey]) -> None:
         self._choose = choose
         self._transports: dict[ClientKey, httpx.BaseTransport] = {}
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        key = self._choose(request.url)
+    def transport_for(self, url: httpx.URL) -> httpx.BaseTransport:
+        """The transport a request to ``url`` goes over: blocks read straight from the socket when
+        direct, httpx's own transport through a proxy."""
+        key = self._choose(url)
         transport = self._transports.get(key)
         if transport is None:
             verify, proxy = key
             transport = httpx.HTTPTransport(verify=verify, proxy=proxy) if proxy else BlockTransport(verify)
             self._transports[key] = transport
-        return transport.handle_request(request)
+        return transport
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.transport_for(request.url).handle_request(request)
 
     def close(self) -> None:
         for transport in self._transports.values():
