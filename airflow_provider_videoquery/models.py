@@ -8,6 +8,7 @@ here; the hook, trigger and operators only ever see a :class:`VideoTask`.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -111,7 +112,11 @@ _TIMESTAMP_PATHS: tuple[tuple[str | int, ...], ...] = (
     ("created_at",),
 )
 
-_MS_THRESHOLD = 1e12
+#: (divisor to seconds, exclusive upper bound): today is ~1.7e9 s, 1.7e12 ms, 1.7e15 µs, 1.7e18 ns.
+_EPOCH_UNITS: tuple[tuple[float, float], ...] = ((1.0, 1e11), (1e3, 1e14), (1e6, 1e17), (1e9, 1e20))
+#: A status time outside this window is a placeholder or garbage, not a time: it becomes None.
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 _warned_statuses: set[str] = set()
 
 
@@ -302,16 +307,31 @@ def _clamp(value: float) -> float:
 
 
 def _timestamp(payload: Mapping[str, Any]) -> datetime | None:
+    """The first plausible status time: epoch numbers in any unit, or ISO text; None if none makes sense."""
     for path in _TIMESTAMP_PATHS:
         raw = _dig(payload, path)
         value = _number(raw)
-        if value is not None and value > 0:
-            seconds = value / 1000 if value > _MS_THRESHOLD else value
-            return datetime.fromtimestamp(seconds, tz=UTC)
-        if isinstance(raw, str):
-            try:
-                parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-            except ValueError:
-                continue
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed = _from_epoch(value) if value is not None else _from_iso(raw)
+        if parsed is not None and _EARLIEST <= parsed < _LATEST:
+            return parsed
     return None
+
+
+def _from_epoch(value: float) -> datetime | None:
+    """Seconds, ms, µs or ns since the epoch, told apart by magnitude (grok sends s, veo/sora ms)."""
+    if not math.isfinite(value) or value <= 0:
+        return None
+    for divisor, below in _EPOCH_UNITS:
+        if value < below:
+            return datetime.fromtimestamp(value / divisor, tz=UTC)
+    return None
+
+
+def _from_iso(raw: Any) -> datetime | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None

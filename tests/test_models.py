@@ -256,3 +256,57 @@ def test_task_round_trips_as_json() -> None:
     assert again == task
     assert again.updated_at is not None
     assert again.updated_at.tzinfo is not None
+
+
+# -- status times: any epoch unit, and nothing absurd ever raises -------------------------------------
+
+GROK_SECOND = utc(2025, 11, 30, 17, 9, 12)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1764522552, GROK_SECOND),
+        ("1764522552", GROK_SECOND),
+        (1764522552.5, GROK_SECOND.replace(microsecond=500000)),
+        (1764522552123, GROK_SECOND.replace(microsecond=123000)),
+        (1764522552123456, GROK_SECOND.replace(microsecond=123456)),
+        ("1764522552123456", GROK_SECOND.replace(microsecond=123456)),
+        (1764522552123456789, GROK_SECOND.replace(microsecond=123457)),
+    ],
+)
+def test_epoch_status_time_in_any_unit(value: Any, expected: datetime) -> None:
+    task = parse_task({"status": "running", "status_update_time": value}, "i")
+    assert task.updated_at == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        -1764522552,
+        float("nan"),
+        float("inf"),
+        "NaN",
+        "-inf",
+        1e25,
+        10**30,
+        12345,  # 1970: a placeholder, not a time
+        "0001-01-01T00:00:00+05:00",
+        "9999-12-31T23:59:59-14:00",
+        "0001-01-01T00:00:00Z",
+        "not a time",
+        "",
+        True,
+        [1764522552],
+    ],
+)
+def test_absurd_status_time_becomes_none(value: Any) -> None:
+    task = parse_task({"status": "running", "status_update_time": value}, "i")
+    assert task.updated_at is None
+    task.model_dump_json()  # and it serializes
+
+
+def test_an_absurd_status_time_falls_back_to_the_next_field() -> None:
+    payload = {"status": "running", "status_update_time": -1, "updated_at": "2025-10-06T17:10:26+02:00"}
+    assert parse_task(payload, "i").updated_at == utc(2025, 10, 6, 15, 10, 26)
