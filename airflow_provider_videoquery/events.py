@@ -3,8 +3,12 @@
 An event is a plain dict (it goes through ``airflow.sdk.serde`` and the metadata DB)::
 
     {"status": "success" | "failed" | "timeout" | "error", "message": str,
-     "video_task_id": str, "task": <VideoTask as a JSON dict> | None,
+     "video_task_id": str, "task": <VideoTask.for_event() as a JSON dict> | None,
      "error_type": <name of the VideoQueryError subclass behind an "error"> | None}
+
+The triggerer logs every event, so it carries only what the worker needs: the task without the raw
+answer, and without URLs that are signed (the worker re-queries the task for those). Events of earlier
+versions (a task with ``raw`` and signed URLs) are still read.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ def make_event(
         "status": status.value,
         "message": message,
         "video_task_id": video_task_id,
-        "task": task.model_dump(mode="json") if task is not None else None,
+        "task": task.for_event().model_dump(mode="json") if task is not None else None,
         "error_type": error.__name__ if error is not None else None,
     }
 
@@ -71,13 +75,14 @@ def ensure_not_failed(task: VideoTask) -> VideoTask:
 def task_from_event(event: dict[str, Any] | None, video_task_id: str) -> VideoTask:
     """Validate an event and return the finished task, or raise what the outcome calls for.
 
-    success -> the task; failed -> :class:`VideoTaskFailedError` (not retried); timeout ->
-    ``AirflowSensorTimeout`` (so ``soft_fail`` works); error -> the error type the event names (a refused
-    key is :class:`VideoQueryAuthError`, not retried), or :class:`VideoQueryError` for a malformed event.
+    success -> the task (signed URLs left out: re-query it); failed -> :class:`VideoTaskFailedError`
+    (not retried); timeout -> ``AirflowSensorTimeout`` (so ``soft_fail`` works); error -> the error type
+    the event names (a refused key is :class:`VideoQueryAuthError`, not retried), or
+    :class:`VideoQueryError` for a malformed event.
     """
     if not isinstance(event, dict) or event.get("status") not in {s.value for s in EventStatus}:
         raise VideoQueryError(
-            f"Waiting for video task {video_task_id!r} ended with an unexpected event {event!r}; "
+            f"Waiting for video task {video_task_id!r} ended with an unexpected event ({_shape(event)}); "
             "this is a bug in the provider or a trigger from another version."
         )
     status, message = EventStatus(event["status"]), str(event.get("message") or "")
@@ -91,9 +96,16 @@ def task_from_event(event: dict[str, Any] | None, video_task_id: str) -> VideoTa
     task = VideoTask.model_validate(task_data)
     if status is EventStatus.FAILED:
         raise VideoTaskFailedError(message or failure_message(task))
-    if task.status is not TaskStatus.SUCCEEDED or not task.video_url:
+    if task.status is not TaskStatus.SUCCEEDED:
         raise VideoQueryError(
-            f"The success event for video task {video_task_id!r} holds a task that is {task.status.value} "
-            "without a video URL; this is a bug."
+            f"The success event for video task {video_task_id!r} holds a task that is {task.status.value}; "
+            "this is a bug."
         )
     return task
+
+
+def _shape(event: object) -> str:
+    """What an unusable event looked like, without its values (they may hold signed URLs)."""
+    if isinstance(event, dict):
+        return f"a dict with status {event.get('status')!r} and keys {sorted(map(str, event))}"
+    return f"a {type(event).__name__}"

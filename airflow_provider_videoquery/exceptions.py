@@ -65,3 +65,7 @@ class VideoTaskFailedError(AirflowFailException):
 
 class VideoDownloadError(VideoQueryError):
     """The video could not be stored: expired URL, not a video, too large, or an unsafe redirect."""
+
+
+class VideoQueryParameterError(VideoQueryError, AirflowFailException):
+    """An operator, sensor or trigger argument names nothing usable (a blank task id): fix the DAG."""

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -117,6 +118,8 @@ _EPOCH_UNITS: tuple[tuple[float, float], ...] = ((1.0, 1e11), (1e3, 1e14), (1e6,
 #: A status time outside this window is a placeholder or garbage, not a time: it becomes None.
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+#: Longer http(s) URLs are not carried in events (they are rarely that long unless they embed data).
+_EVENT_URL_MAX = 2048
 _warned_statuses: set[str] = set()
 
 
@@ -134,11 +137,30 @@ class VideoTask(BaseModel):
     enhanced_prompt: str | None = None
     error: str | None = Field(default=None, description="Why it failed; set only when status is failed.")
     updated_at: datetime | None = Field(default=None, description="Last status change, timezone-aware UTC.")
-    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+    raw: dict[str, Any] = Field(
+        default_factory=dict,
+        repr=False,
+        exclude=True,
+        description="The gateway's answer as it came, for inspection in process only: never serialized "
+        "(sora's holds about ten signed URLs, and events and XCom are stored and logged).",
+    )
 
     @property
     def is_terminal(self) -> bool:
         return self.status.is_terminal
+
+    def for_event(self) -> VideoTask:
+        """This task as a trigger event may carry it. The triggerer logs every event, so a signed URL
+        (query string, credentials) is left out and an inline video is shown short; the worker re-reads
+        the task for them."""
+        return self.model_copy(
+            update={"video_url": _event_url(self.video_url), "thumbnail_url": _event_url(self.thumbnail_url)}
+        )
+
+    def for_xcom(self) -> dict[str, Any]:
+        """This task as XCom holds it: plain JSON without the raw answer, an inline video shown short."""
+        short = {"video_url": display_url(self.video_url), "thumbnail_url": display_url(self.thumbnail_url)}
+        return self.model_copy(update=short).model_dump(mode="json")
 
     def summary(self) -> str:
         """One line for logs: id, status, progress."""
@@ -184,6 +206,15 @@ def elide_inline(value: Any) -> Any:
     if isinstance(value, list):
         return [elide_inline(item) for item in value]
     return value
+
+
+def _event_url(url: str | None) -> str | None:
+    """``url`` as an event may carry it: an inline video short, a plain http(s) URL whole, else None."""
+    if url is None or is_inline(url):
+        return display_url(url)
+    parts = urlsplit(url)
+    plain = parts.scheme in ("http", "https") and not (parts.query or parts.fragment or "@" in parts.netloc)
+    return url if plain and len(url) <= _EVENT_URL_MAX else None
 
 
 def parse_task(

@@ -13,19 +13,32 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow_provider_videoquery.events import EventStatus, failure_message, make_event
+from airflow_provider_videoquery.events import (
+    EventStatus,
+    ensure_not_failed,
+    failure_message,
+    make_event,
+    task_from_event,
+)
 from airflow_provider_videoquery.exceptions import (
     VideoQueryAuthError,
     VideoQueryError,
+    VideoQueryParameterError,
     VideoQueryRequestError,
     VideoQueryResponseError,
     VideoQueryTransientError,
     VideoTaskNotFoundError,
 )
-from airflow_provider_videoquery.models import TaskStatus, VideoTask
+from airflow_provider_videoquery.models import TaskStatus, VideoTask, is_elided
 
 #: How long a freshly created task may be unknown to the gateway before that is final.
 DEFAULT_NOT_FOUND_GRACE = 60.0
+#: A trigger's poll started at or after its deadline still gets this long to answer (one last look).
+LAST_POLL_BUDGET = 30.0
+#: A deferral's own timeout trails the trigger's deadline by this much, so the trigger's last poll ends
+#: first and its timeout event (which says what the task was doing) wins over the scheduler's bare
+#: "Trigger timeout".
+DEFER_MARGIN = LAST_POLL_BUDGET + 90.0
 
 #: Failures a wait rides out: the next poll may well succeed.
 _FOR_NOW = (VideoQueryTransientError, VideoQueryResponseError, TimeoutError)
@@ -33,6 +46,51 @@ _FOR_NOW = (VideoQueryTransientError, VideoQueryResponseError, TimeoutError)
 _FINAL = (VideoQueryAuthError, VideoQueryRequestError)
 
 Event = dict[str, Any]
+
+
+def require_task_id(video_task_id: object, owner: str) -> str:
+    """The id to wait for; a blank one (an empty param, an XCom that was never pushed) fails at once.
+
+    Without this a blank id would be polled as "not known yet" for the whole grace period.
+    """
+    if isinstance(video_task_id, str) and video_task_id.strip() and video_task_id.strip() != "None":
+        return video_task_id
+    raise VideoQueryParameterError(
+        f"{owner}: video_task_id is {video_task_id!r}, which names no video task. Pass the id the "
+        "gateway's create call returned, e.g. \"{{ ti.xcom_pull(task_ids='create') }}\" or a DAG run "
+        'conf such as {"video_task_id": "sora-2:task_01k…"}; check that the template renders it.'
+    )
+
+
+def refreshed(task: VideoTask, outcome: VideoTask | Exception, log: logging.Logger | Any) -> VideoTask:
+    """The finished task to use on the worker, given one fresh query's ``outcome`` after a trigger fired.
+
+    The fresh answer wins (its signed URLs are new, and events leave signed URLs out). If that query
+    failed only for now, the event's own URL is used when it carries one; otherwise the error stands
+    (a transient one is retried by Airflow, and the rerun reads the task again).
+    """
+    if isinstance(outcome, VideoTask):
+        ensure_not_failed(outcome)
+        if outcome.status is TaskStatus.SUCCEEDED:
+            return outcome
+        outcome = VideoQueryResponseError(
+            f"the gateway now reports {outcome.summary()} without a video URL, after reporting success"
+        )
+    if isinstance(outcome, _FOR_NOW) and task.video_url and not is_elided(task.video_url):
+        log.warning(
+            "Re-reading video task %r after it succeeded failed for now (%s); using the URL from the "
+            "trigger's event.",
+            task.id,
+            str(outcome) or "no answer in time",
+        )
+        return task
+    if isinstance(outcome, _FOR_NOW):
+        raise VideoQueryTransientError(
+            f"Video task {task.id!r} succeeded, but re-reading it for its signed video URL failed for now "
+            f"({str(outcome) or 'no answer in time'}). The trigger's event does not carry signed URLs; "
+            "a retry of this Airflow task reads it again (set retries if it has none)."
+        ) from outcome
+    raise outcome
 
 
 class Watch:
@@ -74,6 +132,13 @@ class Watch:
             )
             return None
         return self.stopped(outcome)
+
+    def finished(self, event: Event) -> VideoTask:
+        """The task a final event stands for, or raise what it calls for; on success the task as last
+        polled, whole (the event itself leaves signed URLs out)."""
+        task = task_from_event(event, self.video_task_id)
+        last = self.last
+        return last if last is not None and last.status is TaskStatus.SUCCEEDED else task
 
     def stopped(self, err: Exception) -> Event:
         """The error event for a failure no further poll can mend."""

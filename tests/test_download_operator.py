@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,14 @@ from airflow.sdk.execution_time.context import OutletEventAccessors
 
 from airflow_provider_videoquery.emulator import Fault, Scenario
 from airflow_provider_videoquery.events import EventStatus, make_event
-from airflow_provider_videoquery.exceptions import VideoDownloadError, VideoTaskFailedError
+from airflow_provider_videoquery.exceptions import (
+    VideoDownloadError,
+    VideoQueryParameterError,
+    VideoQueryTransientError,
+    VideoTaskFailedError,
+)
+from airflow_provider_videoquery.hooks._http import RetryPolicy
+from airflow_provider_videoquery.models import TaskStatus, VideoTask
 from airflow_provider_videoquery.operators.videoquery import VideoDownloadOperator
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
 from tests.airflow_helpers import first_event, listing, make_context
@@ -242,3 +251,120 @@ def test_s3_html_body_leaves_nothing(
     with pytest.raises(VideoDownloadError, match="text/html"):
         operator.execute(task_context())
     assert moto_server.keys(s3_bucket) == []
+
+
+# -- after the trigger: a fresh URL, a fallback, and nothing signed in the event or the log --------------
+
+
+def deferred_event(operator: VideoDownloadOperator) -> dict[str, Any]:
+    """Run the operator until it defers, then its trigger until it fires; the event as stored."""
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(task_context())
+    event = run_trigger(deferred.value.trigger)
+    restored: dict[str, Any] = json.loads(json.dumps(event))
+    return restored
+
+
+def test_signed_url_stays_out_of_the_event_and_the_logs(
+    emulator: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signed = f"{emulator.url}/videos/_sample.mp4?se=2026-12-06&sig=SIGNATURE-Zx81"
+    emulator.add_task(TASK, Scenario(polls_to_complete=3, video_url=signed))
+    caplog.set_level(logging.DEBUG)
+    operator = make_operator(tmp_path)
+
+    event = deferred_event(operator)
+    assert "SIGNATURE" not in json.dumps(event)
+    context = task_context()
+    uri = operator.execute_complete(context, event)
+
+    assert (tmp_path / "out" / NAME).read_bytes()[4:8] == b"ftyp"
+    assert uri.endswith(NAME)
+    assert emulator.polls(TASK) == 4  # the first look, two trigger polls, the fresh read
+    assert context["ti"].xcom["video"]["video_url"] == signed  # XCom keeps what a user may need
+    logged = caplog.text + "".join(capsys.readouterr())
+    assert f"{emulator.url}/videos/_sample.mp4" in logged  # "Stored … from <URL without its query>"
+    assert "SIGNATURE" not in logged
+
+
+def test_the_download_uses_the_url_the_gateway_gives_now(emulator: Any, tmp_path: Path) -> None:
+    emulator.add_task(TASK, Scenario(polls_to_complete=1, video_size=MiB))
+    # An event of the previous version, carrying a URL that has expired since the trigger fired.
+    stale = VideoTask(
+        id=TASK,
+        status=TaskStatus.SUCCEEDED,
+        raw_status="completed",
+        video_url=f"{emulator.url}/videos/expired-link.mp4",
+        raw={"status": "completed", "video_url": f"{emulator.url}/videos/expired-link.mp4"},
+    )
+    event = {
+        **make_event(EventStatus.SUCCESS, "ok", TASK),
+        "task": {**stale.model_dump(mode="json"), "raw": stale.raw},
+    }
+
+    uri = make_operator(tmp_path).execute_complete(task_context(), event)
+
+    assert (tmp_path / "out" / NAME).read_bytes() == emulator.expected_video(TASK)
+    assert uri.endswith(NAME)
+    assert emulator.count(route="video", status=404) == 0
+
+
+def test_a_failed_fresh_read_falls_back_to_the_events_url(
+    emulator: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(RetryPolicy, "delay", lambda *args, **kwargs: 0.0)  # the retries, without sleeps
+    emulator.add_task(TASK, Scenario(polls_to_complete=2, video_size=MiB))
+    operator = make_operator(tmp_path)
+    event = deferred_event(operator)
+    assert event["task"]["video_url"] == emulator.video_url_for(TASK)  # plain: carried
+    emulator.add_fault(Fault(kind="http_error", status=503, route="query", times=100))
+
+    operator.execute_complete(task_context(), event)
+
+    assert (tmp_path / "out" / NAME).read_bytes() == emulator.expected_video(TASK)
+    assert "using the URL from the trigger's event" in caplog.text + "".join(capsys.readouterr())
+
+
+def test_a_failed_fresh_read_without_a_carried_url_is_retried(
+    emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(RetryPolicy, "delay", lambda *args, **kwargs: 0.0)
+    signed = f"{emulator.url}/videos/_sample.mp4?sig=SIGNATURE-Zx81"
+    emulator.add_task(TASK, Scenario(polls_to_complete=2, video_url=signed))
+    operator = make_operator(tmp_path)
+    event = deferred_event(operator)
+    emulator.add_fault(Fault(kind="http_error", status=503, route="query", times=100))
+
+    with pytest.raises(VideoQueryTransientError, match=r"succeeded, but re-reading it") as caught:
+        operator.execute_complete(task_context(), event)
+
+    assert not isinstance(caught.value, AirflowFailException)  # Airflow's retry reads it again
+    assert "SIGNATURE" not in str(caught.value)
+    assert listing(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("blank", ["", " ", "None"])
+def test_a_blank_task_id_fails_at_once(emulator: Any, tmp_path: Path, blank: str) -> None:
+    with pytest.raises(VideoQueryParameterError, match=r"VideoDownloadOperator 'download': video_task_id is"):
+        make_operator(tmp_path, video_task_id=blank).execute(task_context())
+    assert emulator.requests == []
+    assert listing(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("polls", [1, 3])
+def test_a_signed_url_is_downloaded_when_waiting_on_the_worker(
+    emulator: Any, tmp_path: Path, polls: int
+) -> None:
+    signed = f"{emulator.url}/videos/_sample.mp4?se=2026-12-06&sig=SIGNATURE-Zx81"
+    emulator.add_task(TASK, Scenario(polls_to_complete=polls, video_url=signed))
+    context = task_context()
+
+    make_operator(tmp_path, deferrable=False).execute(context)
+
+    assert (tmp_path / "out" / NAME).read_bytes()[4:8] == b"ftyp"
+    assert context["ti"].xcom["video"]["video_url"] == signed
+    assert emulator.polls(TASK) == polls  # the poll that saw it finish gave the URL

@@ -17,9 +17,9 @@ from airflow_provider_videoquery.exceptions import (
     VideoTaskFailedError,
     VideoTaskNotFoundError,
 )
-from airflow_provider_videoquery.models import parse_task
+from airflow_provider_videoquery.models import TaskStatus, VideoTask, parse_task
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
-from tests.conftest import connection_json
+from tests.conftest import FIXTURES, connection_json
 
 ID = "sora-2:task_01kevents"
 
@@ -59,7 +59,8 @@ def test_an_unknown_error_type_is_not_trusted() -> None:
 
 def test_success_failed_and_timeout() -> None:
     done = parse_task({"status": "completed", "video_url": "http://127.0.0.1/v.mp4"}, ID)
-    assert task_from_event(through_the_db(make_event(EventStatus.SUCCESS, "ok", ID, done)), ID) == done
+    restored = task_from_event(through_the_db(make_event(EventStatus.SUCCESS, "ok", ID, done)), ID)
+    assert restored == done.model_copy(update={"raw": {}})
     failed = parse_task({"status": "failed", "error": "unsafe prompt"}, ID)
     with pytest.raises(VideoTaskFailedError, match="unsafe prompt"):
         task_from_event(through_the_db(make_event(EventStatus.FAILED, "unsafe prompt", ID, failed)), ID)
@@ -88,3 +89,50 @@ async def test_a_refused_key_ends_the_wait_without_retries(
         task_from_event(events[0], ID)
     assert "sk-nope-123" not in json.dumps(events[0])
     assert emulator.count(route="query") == 1
+
+
+def sora_completed() -> VideoTask:
+    payload = json.loads((FIXTURES / "seeds" / "002_sora2_completed.json").read_text(encoding="utf-8"))
+    return parse_task(payload, ID)
+
+
+def test_a_success_event_carries_no_raw_answer_and_no_signed_url() -> None:
+    done = sora_completed()
+    assert done.video_url is not None
+    assert "?" in done.video_url  # the seed's URLs are signed
+
+    text = json.dumps(make_event(EventStatus.SUCCESS, "ok", ID, done))
+
+    assert "raw" not in json.loads(text)["task"]
+    assert "?" not in text  # nothing the triggerer's "Trigger fired event" line could leak
+    assert "sig=" not in text
+    assert len(text) < 1500  # the raw answer alone is ~8 KB
+    task = task_from_event(json.loads(text), ID)
+    assert task.status is TaskStatus.SUCCEEDED
+    assert task.video_url is None  # the worker reads the task again for it
+
+
+def test_an_event_from_the_previous_version_is_still_read() -> None:
+    done = sora_completed()
+    # What 0.x triggers yielded: the whole task, raw answer and signed URLs included.
+    old = through_the_db(
+        {
+            "status": "success",
+            "message": "ok",
+            "video_task_id": ID,
+            "task": {**done.model_dump(mode="json"), "raw": done.raw},
+            "error_type": None,
+        }
+    )
+
+    task = task_from_event(old, ID)
+
+    assert task.video_url == done.video_url
+    assert task.raw == done.raw
+
+
+def test_an_unusable_event_is_described_without_its_values() -> None:
+    event = {"status": "sucess", "task": {"video_url": "https://cdn.example/v.mp4?sig=SECRET"}}
+    with pytest.raises(VideoQueryError, match="keys") as caught:
+        task_from_event(event, ID)
+    assert "SECRET" not in str(caught.value)

@@ -250,10 +250,12 @@ def test_iso_timestamp_and_naive_becomes_utc() -> None:
     )
 
 
-def test_task_round_trips_as_json() -> None:
+def test_task_round_trips_as_json_without_its_raw_answer() -> None:
     task = parse_task(seed("002_sora2_completed.json"), SORA_ID)
-    again = VideoTask.model_validate(json.loads(json.dumps(task.model_dump(mode="json"))))
-    assert again == task
+    dumped = task.model_dump(mode="json")
+    assert "raw" not in dumped  # about ten signed URLs: never in XCom or events
+    again = VideoTask.model_validate(json.loads(json.dumps(dumped)))
+    assert again == task.model_copy(update={"raw": {}})
     assert again.updated_at is not None
     assert again.updated_at.tzinfo is not None
 
@@ -310,3 +312,53 @@ def test_absurd_status_time_becomes_none(value: Any) -> None:
 def test_an_absurd_status_time_falls_back_to_the_next_field() -> None:
     payload = {"status": "running", "status_update_time": -1, "updated_at": "2025-10-06T17:10:26+02:00"}
     assert parse_task(payload, "i").updated_at == utc(2025, 10, 6, 15, 10, 26)
+
+
+# -- what a trigger event may carry: nothing signed, nothing bulky -------------------------------------
+
+
+def test_for_event_leaves_out_signed_and_bulky_urls() -> None:
+    sora = parse_task(seed("002_sora2_completed.json"), SORA_ID)
+    assert sora.video_url == SORA_SRC
+
+    carried = sora.for_event()
+
+    assert carried.video_url is None  # signed: the worker re-queries the task for it
+    assert "?" not in carried.model_dump_json()
+    assert "raw" not in carried.model_dump()
+    assert (
+        carried.model_copy(update={"video_url": sora.video_url, "thumbnail_url": sora.thumbnail_url}) == sora
+    )
+
+
+INLINE = "data:video/mp4;base64," + "AAAAGGZ0eXBpc29t" * 1000
+
+
+@pytest.mark.parametrize(
+    ("url", "carried"),
+    [
+        (GROK_VIDEO, GROK_VIDEO),
+        ("http://127.0.0.1:8080/videos/a.mp4", "http://127.0.0.1:8080/videos/a.mp4"),
+        ("https://cdn.example/v.mp4?X-Amz-Signature=abc", None),
+        ("https://cdn.example/v.mp4#token=abc", None),
+        ("https://user:secret@cdn.example/v.mp4", None),
+        ("https://cdn.example/" + "a" * 3000 + ".mp4", None),
+        ("data:video/mp4;base64,AAAAIGZ0eXBpc29t", "data:video/mp4;base64,AAAAIGZ0eXBpc29t"),
+        (INLINE, "data:video/mp4;base64,…(12000 bytes)"),  # shown short: the worker re-reads it
+    ],
+)
+def test_for_event_keeps_only_what_a_log_may_show(url: str, carried: str | None) -> None:
+    task = VideoTask(
+        id="i", status=TaskStatus.SUCCEEDED, raw_status="completed", video_url=url, thumbnail_url=url
+    )
+    event_task = task.for_event()
+    assert event_task.video_url == carried
+    assert event_task.thumbnail_url == carried
+
+
+def test_for_xcom_keeps_signed_urls_and_shortens_inline_videos() -> None:
+    sora = parse_task(seed("002_sora2_completed.json"), SORA_ID)
+    assert sora.for_xcom()["video_url"] == SORA_SRC  # what a downstream task downloads
+    assert "raw" not in sora.for_xcom()
+    inline = sora.model_copy(update={"video_url": INLINE})
+    assert inline.for_xcom()["video_url"] == "data:video/mp4;base64,…(12000 bytes)"

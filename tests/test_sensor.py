@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
     AirflowSensorTimeout,
     AirflowSkipException,
     PokeReturnValue,
@@ -24,12 +26,16 @@ from airflow_provider_videoquery.events import EventStatus, make_event
 from airflow_provider_videoquery.exceptions import (
     VideoQueryAuthError,
     VideoQueryError,
+    VideoQueryParameterError,
+    VideoQueryTransientError,
     VideoTaskFailedError,
     VideoTaskNotFoundError,
 )
+from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.models import TaskStatus, VideoTask
 from airflow_provider_videoquery.sensors.videoquery import VideoTaskSensor
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
+from airflow_provider_videoquery.waiting import DEFER_MARGIN, LAST_POLL_BUDGET
 from tests.conftest import connection_json
 
 TASK_ID = "grok-video-3:0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
@@ -127,7 +133,9 @@ def test_deferrable_defers_with_its_own_timeout_and_an_absolute_deadline(emulato
             sensor.execute({})
 
     assert deferred.value.method_name == "execute_complete"
-    assert deferred.value.timeout == timedelta(seconds=600)
+    # The deferral outlasts the trigger's deadline and its last poll, so the trigger's event wins.
+    assert deferred.value.timeout == timedelta(seconds=600 + DEFER_MARGIN)
+    assert DEFER_MARGIN > LAST_POLL_BUDGET + 60
     trigger = deferred.value.trigger
     assert isinstance(trigger, VideoTaskTrigger)
     _, kwargs = trigger.serialize()
@@ -146,12 +154,14 @@ def test_deferrable_failed_on_first_poke_with_soft_fail_skips(emulator: Any) -> 
         make_sensor(soft_fail=True).execute({})
 
 
-def test_execute_complete_maps_each_outcome() -> None:
+def test_execute_complete_maps_each_outcome(emulator: Any) -> None:
+    emulator.add_task(TASK_ID, Scenario(polls_to_complete=1))
     sensor = make_sensor()
     done = succeeded_task()
 
     value = sensor.execute_complete({}, make_event(EventStatus.SUCCESS, "ok", TASK_ID, done))
-    assert value == done.model_dump(mode="json")
+    assert value["status"] == "succeeded"
+    assert value["video_url"] == emulator.video_url_for(TASK_ID)  # read again: the fresh URL
 
     failed = VideoTask(id=TASK_ID, status=TaskStatus.FAILED, raw_status="failed", error="unsafe prompt")
     with pytest.raises(VideoTaskFailedError):
@@ -205,3 +215,56 @@ def test_reschedule_mode_measures_grace_from_the_first_try(emulator: Any) -> Non
 
     with pytest.raises(VideoTaskNotFoundError):
         make_sensor(deferrable=False, mode="reschedule", timeout=3600).execute(context)
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+@pytest.mark.parametrize("blank", ["", "  ", "None"])
+def test_a_blank_task_id_fails_at_once(emulator: Any, blank: str, deferrable: bool) -> None:
+    sensor = make_sensor(video_task_id=blank, deferrable=deferrable, soft_fail=True)
+
+    with pytest.raises(VideoQueryParameterError, match=r"VideoTaskSensor 'wait': video_task_id is"):
+        sensor.execute({})
+
+    assert emulator.requests == []  # no 60 s of "not known yet"
+
+
+def test_execute_complete_reads_the_task_again_for_its_signed_url(emulator: Any) -> None:
+    signed = f"{emulator.url}/videos/_sample.mp4?se=2026-12-06&sig=SIGNATURE-Zx81"
+    emulator.add_task(TASK_ID, Scenario(polls_to_complete=1, video_url=signed))
+    done = succeeded_task().model_copy(update={"video_url": signed})
+    event = make_event(EventStatus.SUCCESS, "ok", TASK_ID, done)
+    assert event["task"]["video_url"] is None  # signed: not in the event
+
+    value = make_sensor().execute_complete({}, json.loads(json.dumps(event)))
+
+    assert value["video_url"] == signed
+    assert "raw" not in value
+    assert emulator.polls(TASK_ID) == 1
+
+
+def test_execute_complete_falls_back_to_the_events_url_when_the_gateway_is_unwell(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(RetryPolicy, "delay", lambda *args, **kwargs: 0.0)  # the retries, without sleeps
+    emulator.add_task(TASK_ID, Scenario(polls_to_complete=1))
+    emulator.add_fault(Fault(kind="http_error", status=503, route="query", times=100))
+    plain = succeeded_task()
+    signed = plain.model_copy(update={"video_url": "http://x/v.mp4?sig=abc"})
+
+    value = make_sensor().execute_complete({}, make_event(EventStatus.SUCCESS, "ok", TASK_ID, plain))
+    assert value["video_url"] == plain.video_url
+
+    with pytest.raises(VideoQueryTransientError, match="re-reading it for its signed video URL") as caught:
+        make_sensor().execute_complete({}, make_event(EventStatus.SUCCESS, "ok", TASK_ID, signed))
+    assert not isinstance(caught.value, AirflowFailException)  # Airflow's retry reads it again
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_a_task_done_at_the_first_poke_keeps_its_signed_url_in_xcom(emulator: Any, deferrable: bool) -> None:
+    signed = f"{emulator.url}/videos/_sample.mp4?se=2026-12-06&sig=SIGNATURE-Zx81"
+    emulator.add_task(TASK_ID, Scenario(polls_to_complete=1, video_url=signed))
+
+    value = make_sensor(deferrable=deferrable).execute({})
+
+    assert value["video_url"] == signed
+    assert "raw" not in value

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowSensorTimeout
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout
 
 from airflow_provider_videoquery.emulator import Fault, Scenario
 from airflow_provider_videoquery.emulator.scenarios import DEFAULT_FAILURE_REASON
 from airflow_provider_videoquery.events import task_from_event
-from airflow_provider_videoquery.exceptions import VideoQueryError, VideoTaskFailedError
+from airflow_provider_videoquery.exceptions import (
+    VideoQueryError,
+    VideoQueryParameterError,
+    VideoTaskFailedError,
+)
 from airflow_provider_videoquery.hooks import videoquery as hook_module
 from airflow_provider_videoquery.hooks.videoquery import _shared_clients
 from airflow_provider_videoquery.models import TaskStatus
@@ -236,3 +241,27 @@ async def test_run_never_submits(emulator: Any) -> None:
     await only_event(make_trigger())
 
     assert {r.method for r in emulator.requests} == {"GET"}
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\n", "None", None])
+def test_a_blank_task_id_is_refused_at_once(blank: Any) -> None:
+    with pytest.raises(VideoQueryParameterError, match="video_task_id is") as refused:
+        VideoTaskTrigger(video_task_id=blank, deadline=time.time() + 60)
+    assert isinstance(refused.value, AirflowFailException)  # not retried: the DAG must change
+
+
+async def test_the_event_and_the_log_hold_no_signed_url(
+    emulator: Any, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signed = f"{emulator.url}/videos/_sample.mp4?se=2026-12-06&sig=SIGNATURE-Zx81"
+    emulator.add_task(TASK_ID, Scenario(polls_to_complete=2, video_url=signed, family="sora"))
+    caplog.set_level(logging.DEBUG)
+
+    event = await only_event(make_trigger())
+
+    assert event["status"] == "success"
+    assert "raw" not in event["task"]
+    assert "SIGNATURE" not in json.dumps(event)
+    logged = caplog.text + "".join(capsys.readouterr())  # stdlib and structlog lines
+    assert "SIGNATURE" not in logged
+    assert "succeeded" in logged  # the wait was logged, only not the URL

@@ -33,12 +33,17 @@ from airflow_provider_videoquery.storage import (
     store_url,
 )
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
-from airflow_provider_videoquery.waiting import DEFAULT_NOT_FOUND_GRACE, Event, Watch
+from airflow_provider_videoquery.waiting import (
+    DEFAULT_NOT_FOUND_GRACE,
+    DEFER_MARGIN,
+    Event,
+    Watch,
+    refreshed,
+    require_task_id,
+)
 
 #: Thumbnails are small; anything bigger than this is not one.
 _THUMBNAIL_MAX_BYTES = 50 * 1024 * 1024
-#: The deferral's own timeout trails the trigger's deadline so the trigger's clearer message wins.
-_DEFER_MARGIN = 120.0
 
 
 class VideoCreateOperator(BaseOperator):
@@ -196,13 +201,15 @@ class VideoDownloadOperator(BaseOperator):
             self.hook.close()
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
-        """Resume after the trigger: validate its event, then download."""
+        """Resume after the trigger: validate its event, read the task once more (fresh URL), download."""
         try:
-            return self._store(context, task_from_event(event, self.video_task_id))
+            task = task_from_event(event, self.video_task_id)
+            return self._store(context, refreshed(task, self._poll(), self.log))
         finally:
             self.hook.close()
 
     def _execute(self, context: Context) -> str:
+        require_task_id(self.video_task_id, f"VideoDownloadOperator {self.task_id!r}")
         started = time.time()
         grace = DEFAULT_NOT_FOUND_GRACE if self.wait_for_completion else 0.0
         watch = Watch(self.video_task_id, started + self.timeout, started + grace, started, self.log)
@@ -229,10 +236,10 @@ class VideoDownloadOperator(BaseOperator):
                         started_at=started,
                     ),
                     method_name="execute_complete",
-                    timeout=timedelta(seconds=self.timeout + _DEFER_MARGIN),
+                    timeout=timedelta(seconds=self.timeout + DEFER_MARGIN),
                 )
             event = self._wait_here(watch)
-        return self._store(context, task_from_event(event, self.video_task_id))
+        return self._store(context, watch.finished(event))
 
     # -- waiting ---------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -19,16 +20,23 @@ from airflow_provider_videoquery.events import task_from_event
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
 from airflow_provider_videoquery.models import VideoTask
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
-from airflow_provider_videoquery.waiting import DEFAULT_NOT_FOUND_GRACE, Watch
+from airflow_provider_videoquery.waiting import (
+    DEFAULT_NOT_FOUND_GRACE,
+    DEFER_MARGIN,
+    Watch,
+    refreshed,
+    require_task_id,
+)
 
 
 class VideoTaskSensor(BaseSensorOperator):
-    """Wait until a video task succeeds; push the normalized task (a JSON dict) as the return value.
+    """Wait until a video task succeeds; push the normalized task (JSON, no ``raw``) as the return value.
 
     A gateway failure raises :class:`~airflow_provider_videoquery.exceptions.VideoTaskFailedError`
-    (not retried); running past ``timeout`` raises ``AirflowSensorTimeout`` (so ``soft_fail`` works).
-    With ``deferrable=True`` (the default) it pokes once on the worker, then frees the worker slot and
-    waits in the triggerer.
+    (not retried); running past ``timeout`` raises ``AirflowSensorTimeout``; with ``soft_fail=True``
+    either ends SKIPPED, the skip naming the reason. With ``deferrable=True`` (the default) it pokes once
+    on the worker, then frees the worker slot and waits in the triggerer; when the trigger reports
+    success it reads the task once more for fresh URLs. A blank ``video_task_id`` fails at once.
 
     :param video_task_id: the id the gateway's create call returned (templated).
     :param videoquery_conn_id: the ``videoquery`` connection.
@@ -65,8 +73,10 @@ class VideoTaskSensor(BaseSensorOperator):
         self._watch_state: Watch | None = None
 
     def execute(self, context: Context) -> Any:
+        require_task_id(self.video_task_id, f"VideoTaskSensor {self.task_id!r}")
         if not self.deferrable:
-            return super().execute(context)
+            with _skip_names_its_reason():
+                return super().execute(context)
         try:
             result = self.poke(context)
         except AirflowFailException as err:
@@ -88,32 +98,41 @@ class VideoTaskSensor(BaseSensorOperator):
                 started_at=now,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout),
+            # The trigger ends the wait itself at the deadline (its last poll may run up to
+            # LAST_POLL_BUDGET past it); the margin lets its timeout event, which says what the task
+            # was doing, arrive before the scheduler's bare deferral timeout.
+            timeout=timedelta(seconds=self.timeout + DEFER_MARGIN),
         )
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """As the base sensor (``soft_fail`` skips on failure), but the skip keeps the trigger's reason."""
+        with _skip_names_its_reason():
+            return super().resume_execution(next_method, next_kwargs, context)
+
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger: validate its event and return the finished task."""
-        task = task_from_event(event, self.video_task_id)
+        """Resume after the trigger: validate its event, read the task once more, return it."""
+        task = refreshed(task_from_event(event, self.video_task_id), self._query(), self.log)
         self.log.info("%s", task.summary())
-        return task.model_dump(mode="json")
+        return task.for_xcom()
 
     def poke(self, context: Context) -> PokeReturnValue:
         """Query once: done with the task as XCom, not done yet, or raise what the outcome calls for."""
         if self._first_poke_at is None:
             self._first_poke_at = time.time()
-        hook = VideoQueryHook(self.videoquery_conn_id, route=self.route)
-        outcome: VideoTask | Exception
-        try:
-            outcome = hook.get_task(self.video_task_id)
-        except Exception as err:
-            outcome = err
-        finally:
-            hook.close()
-        event = self._watch(context).after(outcome)
+        watch = self._watch(context)
+        event = watch.after(self._query())
         if event is None:
             return PokeReturnValue(is_done=False)
-        task = task_from_event(event, self.video_task_id)
-        return PokeReturnValue(is_done=True, xcom_value=task.model_dump(mode="json"))
+        return PokeReturnValue(is_done=True, xcom_value=watch.finished(event).for_xcom())
+
+    def _query(self) -> VideoTask | Exception:
+        hook = VideoQueryHook(self.videoquery_conn_id, route=self.route)
+        try:
+            return hook.get_task(self.video_task_id)
+        except Exception as err:
+            return err
+        finally:
+            hook.close()
 
     def _watch(self, context: Context) -> Watch:
         """The wait's state across pokes; its grace period counts from the first try (reschedule too)."""
@@ -126,3 +145,15 @@ class VideoTaskSensor(BaseSensorOperator):
             self._watch_state = Watch(self.video_task_id, float("inf"), 0.0, started, self.log)
         self._watch_state.not_found_deadline = started + self.not_found_grace
         return self._watch_state
+
+
+@contextmanager
+def _skip_names_its_reason() -> Iterator[None]:
+    """Airflow turns a failure into a bare "Skipping due to soft_fail is set to True."; add the reason."""
+    try:
+        yield
+    except AirflowSkipException as skip:
+        reason = str(skip.__cause__ or "")
+        if not reason or reason in str(skip):
+            raise
+        raise AirflowSkipException(f"{skip} Reason: {reason}") from skip.__cause__

@@ -18,14 +18,18 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
 from airflow_provider_videoquery.models import VideoTask
-from airflow_provider_videoquery.waiting import DEFAULT_NOT_FOUND_GRACE, Event, Watch
+from airflow_provider_videoquery.waiting import (
+    DEFAULT_NOT_FOUND_GRACE,
+    LAST_POLL_BUDGET,
+    Event,
+    Watch,
+    require_task_id,
+)
 
 __all__ = ["VideoTaskTrigger"]
 
 #: Jitter added to each sleep, as a fraction of the poll interval, so thousands of triggers spread out.
 _JITTER = 0.1
-#: A poll started at or after the deadline still gets this long to answer (one last look).
-_LAST_POLL_BUDGET = 30.0
 
 
 class VideoTaskTrigger(BaseTrigger):
@@ -35,7 +39,8 @@ class VideoTaskTrigger(BaseTrigger):
     :meth:`serialize` after a triggerer restart, so both deadlines are absolute epoch seconds (a
     restart does not extend them) and the API key stays in the connection.
 
-    :param video_task_id: the id the gateway's create call returned.
+    :param video_task_id: the id the gateway's create call returned; a blank one raises
+        :class:`~airflow_provider_videoquery.exceptions.VideoQueryParameterError`.
     :param deadline: epoch seconds after which the wait ends with a ``timeout`` event.
     :param videoquery_conn_id: the ``videoquery`` connection to poll with.
     :param route: ``unified``, ``vidu-native``, ``openai`` or ``new-api``; default: the connection's route.
@@ -60,7 +65,7 @@ class VideoTaskTrigger(BaseTrigger):
         retry_delay: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
-        self.video_task_id = video_task_id
+        self.video_task_id = require_task_id(video_task_id, "VideoTaskTrigger")
         self.deadline = float(deadline)
         self.videoquery_conn_id = videoquery_conn_id
         self.route = route
@@ -109,7 +114,7 @@ class VideoTaskTrigger(BaseTrigger):
 
     async def _poll(self, hook: VideoQueryHook, watch: Watch) -> Event:
         while True:
-            budget = max(self.deadline - time.time(), _LAST_POLL_BUDGET)
+            budget = max(self.deadline - time.time(), LAST_POLL_BUDGET)
             outcome: VideoTask | Exception
             try:
                 # asyncio.timeout runs the poll in this task: no extra task per poll, unlike wait_for.
