@@ -212,7 +212,10 @@ def _event_url(url: str | None) -> str | None:
     """``url`` as an event may carry it: an inline video short, a plain http(s) URL whole, else None."""
     if url is None or is_inline(url):
         return display_url(url)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket: the download refuses it with a clear message
+        return None
     plain = parts.scheme in ("http", "https") and not (parts.query or parts.fragment or "@" in parts.netloc)
     return url if plain and len(url) <= _EVENT_URL_MAX else None
 

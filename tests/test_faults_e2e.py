@@ -186,9 +186,10 @@ def _backoff_without_retry_after(emulator: Emulator, backoff: Backoff) -> None:
 
 
 def _flapped(emulator: Emulator, backoff: Backoff) -> None:
-    # sensor poke (processing), trigger (completed), download's look (processing: it waits again),
-    # trigger (processing), trigger (completed).
-    assert emulator.polls(TASK) == 5
+    # sensor poke (processing), trigger (completed), the sensor's re-read (processing: it keeps the
+    # event's URL), download's look (processing: it waits again), trigger (completed), the download's
+    # re-read (completed).
+    assert emulator.polls(TASK) == 6
 
 
 def _not_found_bounded(route: str) -> Callable[[Emulator, Backoff], None]:

@@ -343,6 +343,7 @@ INLINE = "data:video/mp4;base64," + "AAAAGGZ0eXBpc29t" * 1000
         ("https://cdn.example/v.mp4#token=abc", None),
         ("https://user:secret@cdn.example/v.mp4", None),
         ("https://cdn.example/" + "a" * 3000 + ".mp4", None),
+        ("http://[::1/videos/x.mp4", None),
         ("data:video/mp4;base64,AAAAIGZ0eXBpc29t", "data:video/mp4;base64,AAAAIGZ0eXBpc29t"),
         (INLINE, "data:video/mp4;base64,…(12000 bytes)"),  # shown short: the worker re-reads it
     ],
