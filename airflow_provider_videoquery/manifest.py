@@ -1,0 +1,298 @@
+"""A batch's manifest: one JSON line per request, the durable record of what was paid for and stored.
+
+Pure: no Airflow, no HTTP. It reads and validates requests (a list or JSONL lines), merges them with a
+manifest left by an earlier run (ids recorded there are reused, never paid for again), and writes the
+manifest whole through an fsspec filesystem so that a reader sees the old or the new file, never half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+#: A key names the file ``<key>.mp4``: letters, digits, ``.``, ``_``, ``-``; no leading dot.
+_KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,149}")
+_LOCAL_PROTOCOLS = frozenset({"file", "local"})
+
+
+class BatchInputError(ValueError):
+    """The requests (or the manifest they meet) cannot be used; nothing has been paid for."""
+
+
+class Status(StrEnum):
+    """Where one request of a batch is."""
+
+    #: Not created yet (or the gateway surely did not take the create).
+    PENDING = "pending"
+    #: A create the gateway may have received but answered with no id: never re-sent automatically.
+    UNCERTAIN = "uncertain"
+    #: Created (it has an id) and not finished or not stored yet.
+    RUNNING = "running"
+    #: Stored and verified at ``uri``.
+    SUCCEEDED = "succeeded"
+    #: The gateway failed the task, or refused the create.
+    FAILED = "failed"
+    #: Not finished within the timeout; a rerun polls it again.
+    TIMEOUT = "timeout"
+    #: Finished but not stored (or unknown to the gateway); a rerun polls and stores it again.
+    ERROR = "error"
+
+
+#: Outcomes that count against ``max_failed``.
+NOT_SUCCEEDED = frozenset({Status.UNCERTAIN, Status.FAILED, Status.TIMEOUT, Status.ERROR})
+
+
+@dataclass
+class Entry:
+    """One request and what became of it. ``request`` is the create body (``model``, ``prompt``, …)."""
+
+    key: str
+    request: dict[str, Any]
+    video_task_id: str | None = None
+    status: Status = Status.PENDING
+    uri: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    error: str | None = None
+    #: Epoch seconds the current wait for the task began (its deadline counts from here).
+    waiting_since: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        return str(self.request.get("model", ""))
+
+    def created(self, video_task_id: str, now: float) -> None:
+        """The gateway returned an id: the task is live from ``now``."""
+        self.video_task_id = video_task_id
+        self.wait_again(now)
+
+    def wait_again(self, now: float) -> None:
+        """Poll (and store) a task that has an id, from a fresh deadline counted from ``now``."""
+        self._outcome(Status.RUNNING)
+        self.waiting_since = now
+
+    def stored(self, uri: str, size: int, sha256: str) -> None:
+        self._outcome(Status.SUCCEEDED)
+        self.uri, self.bytes, self.sha256 = uri, size, sha256
+
+    def ended(self, status: Status, error: str) -> None:
+        """Finished without a stored video (``failed``, ``timeout``, ``error``, ``uncertain``)."""
+        self._outcome(status)
+        self.error = error
+
+    def _outcome(self, status: Status) -> None:
+        self.status = status
+        self.uri = self.sha256 = self.error = None
+        self.bytes = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "model": self.model,
+            "video_task_id": self.video_task_id,
+            "status": self.status.value,
+            "uri": self.uri,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "error": self.error,
+            "waiting_since": self.waiting_since,
+            "request": self.request,
+            **self.extra,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], where: str) -> Entry:
+        data = dict(data)
+        try:
+            key, request = data.pop("key"), data.pop("request")
+            status = Status(data.pop("status", Status.PENDING))
+        except (KeyError, ValueError) as err:
+            raise BatchInputError(f"{where}: not a manifest entry ({err}).") from None
+        if not isinstance(key, str) or not isinstance(request, dict):
+            raise BatchInputError(f"{where}: a manifest entry needs a string key and a request object.")
+        data.pop("model", None)
+        known = {name: data.pop(name, None) for name in ("video_task_id", "uri", "sha256", "error")}
+        size, since = data.pop("bytes", None), data.pop("waiting_since", None)
+        return cls(
+            key,
+            request,
+            status=status,
+            bytes=int(size) if size is not None else None,
+            waiting_since=float(since) if since is not None else None,
+            extra=data,
+            **known,
+        )
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+def parse_jsonl(lines: Iterable[str | bytes], source: str) -> list[tuple[str, Any]]:
+    """The JSON objects of a JSONL text with where each came from (``source line N``); blank lines skip."""
+    items: list[tuple[str, Any]] = []
+    for number, raw in enumerate(lines, start=1):
+        line = raw.decode() if isinstance(raw, bytes) else raw
+        if not line.strip():
+            continue
+        where = f"{source} line {number}"
+        try:
+            items.append((where, json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise BatchInputError(f"{where} is not valid JSON ({err.msg} at column {err.colno}).") from None
+    return items
+
+
+def parse_requests(items: Iterable[tuple[str, Any]]) -> list[Entry]:
+    """Validate requests (``where`` names each one in errors) and give each a key; all errors at once."""
+    entries: list[Entry] = []
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for index, (where, item) in enumerate(items):
+        try:
+            entry = _request(index, where, item)
+        except BatchInputError as err:
+            problems.append(str(err))
+            continue
+        if entry.key in seen:
+            problems.append(f"{where}: key {entry.key!r} is already used by {seen[entry.key]}.")
+            continue
+        seen[entry.key] = where
+        entries.append(entry)
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise BatchInputError(f"{len(problems)} request(s) cannot be used:\n  {shown}{more}")
+    if not entries:
+        raise BatchInputError("The batch has no requests.")
+    return entries
+
+
+def _request(index: int, where: str, item: Any) -> Entry:
+    if not isinstance(item, Mapping):
+        raise BatchInputError(f"{where}: a request must be a JSON object, got {type(item).__name__}.")
+    body = {str(name): value for name, value in item.items() if name != "key"}
+    for name in ("model", "prompt"):
+        if not isinstance(body.get(name), str) or not body[name].strip():
+            raise BatchInputError(f"{where}: {name!r} is missing or empty.")
+    key = item.get("key")
+    if key is None:
+        key = derived_key(index, body)
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise BatchInputError(
+            f"{where}: key {key!r} must be 1-150 letters, digits, '.', '_' or '-', not starting with "
+            "'.' (it names the file <key>.mp4)."
+        )
+    return Entry(key, body)
+
+
+def derived_key(index: int, body: Mapping[str, Any]) -> str:
+    """A stable key for a request without one: its position and a digest of its content."""
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{index:05d}-{digest[:10]}"
+
+
+# -- merging with a recorded manifest ---------------------------------------------------------------
+
+
+def merge(
+    requests: list[Entry], recorded: list[Entry], now: float, retry_uncertain: bool = False
+) -> list[Entry]:
+    """The entries a (re)run works on: each request with what an earlier run recorded for its key.
+
+    A recorded id is always reused: a task still running, timed out or not stored is polled again from
+    a fresh deadline; a gateway failure stays final. Requests that never got an id are created again,
+    except uncertain creates (unless ``retry_uncertain``). Recorded keys not requested stay untouched
+    at the end. A key whose recorded request differs and was already paid for is refused.
+    """
+    by_key = {entry.key: entry for entry in recorded}
+    merged: list[Entry] = []
+    for request in requests:
+        old = by_key.pop(request.key, None)
+        if old is None:
+            merged.append(request)
+            continue
+        if old.request != request.request:
+            if old.video_task_id is not None:
+                raise BatchInputError(
+                    f"Key {request.key!r} was already created from another request (video task "
+                    f"{old.video_task_id!r}, model {old.model!r}); reusing it would store the wrong "
+                    "video. Give the new request another key, or remove its line from the manifest."
+                )
+            merged.append(request)
+            continue
+        merged.append(_carried_over(old, now, retry_uncertain))
+    return merged + list(by_key.values())
+
+
+def _carried_over(entry: Entry, now: float, retry_uncertain: bool) -> Entry:
+    if entry.video_task_id is not None:
+        if entry.status in (Status.RUNNING, Status.TIMEOUT, Status.ERROR):
+            entry.wait_again(now)
+        return entry
+    if entry.status is Status.UNCERTAIN and not retry_uncertain:
+        return entry
+    return Entry(entry.key, entry.request)
+
+
+# -- reading and writing ----------------------------------------------------------------------------
+
+
+def loads(text: str, source: str) -> list[Entry]:
+    """The entries of a manifest's text; ``source`` names it in errors."""
+    return [Entry.from_json(item, where) for where, item in parse_jsonl(text.splitlines(), source)]
+
+
+def dumps(entries: Iterable[Entry]) -> bytes:
+    return "".join(json.dumps(entry.to_json(), ensure_ascii=False) + "\n" for entry in entries).encode()
+
+
+def read(fs: Any, path: str, source: str) -> list[Entry]:
+    """The manifest at ``path`` on an fsspec filesystem; none when it does not exist yet."""
+    if not fs.exists(path):
+        return []
+    data: bytes = fs.cat_file(path)
+    return loads(data.decode(), source)
+
+
+def write(fs: Any, path: str, entries: Iterable[Entry]) -> None:
+    """Replace the manifest whole: a local file through a rename, an object store in one put.
+
+    An object store never shows a partly written object, and a local rename is atomic, so a reader
+    sees the previous manifest or this one.
+    """
+    data = dumps(entries)
+    if _protocol(fs) in _LOCAL_PROTOCOLS:
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        temporary = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+        return
+    fs.pipe_file(path, data)
+
+
+def _protocol(fs: Any) -> str:
+    protocol = fs.protocol
+    return str(protocol[0] if isinstance(protocol, tuple | list) else protocol)
+
+
+def counts(entries: Iterable[Entry]) -> dict[str, int]:
+    """How many entries are in each status, and the total."""
+    tally = Counter(entry.status.value for entry in entries)
+    return {"total": sum(tally.values()), **{status.value: tally.get(status.value, 0) for status in Status}}
