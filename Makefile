@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-e2e test-distributed test-lowest lint unit bench install clean
+.PHONY: demo test test-e2e test-distributed test-slow test-lowest lint unit bench install clean
 
 # The newest Airflow we test with, and the lowest one pyproject.toml admits (tested without the S3 extra).
 # constraints/ pins every dependency as tested (pip freeze of a green run): installs are fast and repeatable.
@@ -58,7 +58,11 @@ unit: $(STAMP)
 
 ## A real deployment: api-server, scheduler, dag-processor and triggerer processes run a deferring DAG.
 test-e2e: $(STAMP)
-	VIDEOQUERY_E2E=1 $(PY) -m pytest tests/e2e
+	VIDEOQUERY_E2E=1 $(PY) -m pytest -m '' tests/e2e
+
+## The long tests left out of the default run (e.g. the batch example over 1,000 prompts).
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
 
 ## A distributed deployment on 127.0.0.1: PostgreSQL, Redis, CeleryExecutor with two workers, two
 ## triggerers; mapped waits, a triggerer and a worker killed mid-run. Installs Redis (apt) and
@@ -69,7 +73,7 @@ test-distributed: $(DIST_STAMP)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
 	VIDEOQUERY_DISTRIBUTED=1 VIDEOQUERY_DISTRIBUTED_DIR=$(DIST_RUN) \
-		$(DIST_VENV)/bin/python -m pytest -s tests/e2e/test_distributed.py
+		$(DIST_VENV)/bin/python -m pytest -m '' -s tests/e2e/test_distributed.py
 
 ## The same suite on the lowest supported Airflow (S3 tests skip: no amazon provider there).
 test-lowest: $(LOWEST_STAMP)

@@ -408,6 +408,7 @@ class VideoBatchOperator(BaseOperator):
             if problem is not None:
                 self.log.warning("Storing %r again (task %r): %s", entry.key, entry.video_task_id, problem)
                 entry.wait_again(now)
+                self._remove(self._target(entry))
         kept = verdicts.count(None)
         self.log.info("Kept %d stored video(s) that verify; %d to store again.", kept, len(stored) - kept)
 
@@ -424,6 +425,15 @@ class VideoBatchOperator(BaseOperator):
         except OSError as err:
             return f"{object_uri(target)} cannot be read ({err})"
         return None
+
+    @staticmethod
+    def _remove(target: ObjectStoragePath) -> None:
+        """A stored video that no longer matches its manifest line is this batch's own: it is replaced."""
+        try:
+            if target.exists():
+                target.unlink()
+        except OSError:
+            pass  # storing it again reports the conflict
 
     def _finish(self, context: Context, entries: list[Entry]) -> str:
         counts = manifest.counts(entries)

@@ -1,0 +1,260 @@
+"""VideoBatchOperator under ``dag.test()`` against the emulator: paid once across retries and new runs
+(counted at the emulator), partial failure stores the rest and names the others, JSONL input, bad input
+refused before anything is paid, and the API key nowhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_videoquery.emulator import Emulator, Fault, Scenario
+from airflow_provider_videoquery.triggers.batch import VideoBatchTrigger
+from tests.airflow_helpers import assert_key_nowhere, load_dag, make_context, run_dag, use_dags_folder
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+DAG_SOURCE = """
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param
+
+from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+
+with DAG(
+    dag_id="videoquery_batch_test",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    render_template_as_native_obj=True,
+    params={"requests": Param([], type=["array", "string"]), "destination": Param("", type="string")},
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=0)},
+) as dag:
+    VideoBatchOperator(
+        task_id="batch",
+        requests="{{ params.requests }}",
+        destination="{{ params.destination }}",
+        max_active=4,
+        creates_per_second=0,
+        max_failed=1,
+        poll_interval=0.05,
+        max_polls_per_second=1000,
+        max_polls_in_flight=4,
+        timeout=60,
+    )
+"""
+
+
+@pytest.fixture(scope="module")
+def dags_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("batch-dags")
+    (folder / "videoquery_batch_test.py").write_text(DAG_SOURCE)
+    return folder
+
+
+@pytest.fixture
+def dag(dags_folder: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: str) -> Any:
+    use_dags_folder(monkeypatch, dags_folder)
+    return load_dag(dags_folder / "videoquery_batch_test.py")
+
+
+@pytest.fixture
+def trigger_kwargs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The serialized kwargs of every VideoBatchTrigger the batch deferred to."""
+    seen: list[dict[str, Any]] = []
+    original = VideoBatchTrigger.run
+
+    def run(self: VideoBatchTrigger) -> Any:
+        seen.append(self.serialize()[1])
+        return original(self)
+
+    monkeypatch.setattr(VideoBatchTrigger, "run", run)
+    return seen
+
+
+def _requests(count: int, **per_key: dict[str, Any]) -> list[dict[str, Any]]:
+    requests = [{"key": f"clip-{n}", "model": "sora-2", "prompt": f"take {n}"} for n in range(count)]
+    for request in requests:
+        if request["key"] in per_key:
+            request["emulator"] = per_key[request["key"]]
+    return requests
+
+
+def _manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    lines = (folder / "manifest.jsonl").read_text().splitlines()
+    return {entry["key"]: entry for entry in map(json.loads, lines)}
+
+
+def _videos(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.mp4"))
+
+
+def test_a_retry_pays_nothing_again_and_stores_what_the_first_try_could_not(
+    dag: Any,
+    emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    trigger_kwargs: list[Any],
+) -> None:
+    from airflow.utils.state import DagRunState
+
+    emulator.set_default(Scenario(polls_to_complete=2, video_size=4096))
+    # Three downloads fail for good on the first try: more than max_failed=1, so the task fails and
+    # Airflow retries it; the retry must poll the recorded ids again, not create new tasks.
+    emulator.add_fault(Fault("http_error", route="video", status=404, times=3))
+    out = tmp_path / "videos"
+
+    result = run_dag(dag, capsys, requests=_requests(7), destination=str(out))
+
+    assert result.run.state == DagRunState.SUCCESS, result.output[-3000:]
+    assert "did not succeed (max_failed=1)" in result.output  # the first try failed …
+    assert emulator.count(route="create") == 7  # … and the retry created nothing
+    entries = _manifest(out)
+    assert {e["status"] for e in entries.values()} == {"succeeded"}
+    assert _videos(out) == [f"clip-{n}.mp4" for n in range(7)]
+    for key, entry in entries.items():
+        data = (out / f"{key}.mp4").read_bytes()
+        assert data == emulator.expected_video(entry["video_task_id"])
+        assert entry["bytes"] == len(data)
+        assert entry["uri"] == f"file://{out}/{key}.mp4"
+    assert result.xcoms[("batch", "return_value")] == f"file://{out}/manifest.jsonl"
+    assert result.xcoms[("batch", "summary")]["succeeded"] == 7
+    # max_active=4: never more than four live tasks handed to one trigger; kwargs are ids and times.
+    assert trigger_kwargs
+    assert max(len(kwargs["tasks"]) for kwargs in trigger_kwargs) <= 4
+    for kwargs in trigger_kwargs:
+        assert all(isinstance(times, list) and len(times) == 2 for times in kwargs["tasks"].values())
+        assert len(json.dumps(kwargs)) < 2000
+    assert_key_nowhere(result.output, result.xcoms, (out / "manifest.jsonl").read_text(), trigger_kwargs)
+
+
+def test_a_new_run_over_the_manifest_keeps_what_verifies_and_pays_for_nothing(
+    dag: Any, emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airflow.utils.state import DagRunState
+
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=3000))
+    out = tmp_path / "videos"
+    first = run_dag(dag, capsys, requests=_requests(5), destination=str(out))
+    assert first.run.state == DagRunState.SUCCESS, first.output[-3000:]
+    downloads = emulator.count(route="video")
+    (out / "clip-1.mp4").unlink()
+    (out / "clip-2.mp4").write_bytes(b"\0" * 3000)  # same size, other bytes
+    kept = (out / "clip-3.mp4").stat().st_mtime_ns
+
+    # One more request joins the batch in the new run.
+    second = run_dag(dag, capsys, requests=_requests(6), destination=str(out))
+
+    assert second.run.state == DagRunState.SUCCESS, second.output[-3000:]
+    assert emulator.count(route="create") == 6  # only the new request was paid for
+    assert emulator.count(route="video") == downloads + 3  # the lost, the corrupted and the new one
+    assert (out / "clip-3.mp4").stat().st_mtime_ns == kept
+    entries = _manifest(out)
+    for key in ("clip-1", "clip-2"):
+        assert (out / f"{key}.mp4").read_bytes() == emulator.expected_video(entries[key]["video_task_id"])
+    assert {e["status"] for e in entries.values()} == {"succeeded"}
+    assert "Kept 5 stored video(s) that verify" not in second.output
+    assert "Kept 3 stored video(s) that verify; 2 to store again" in second.output
+
+
+def test_partial_failure_stores_the_rest_then_fails_naming_the_others(
+    dag: Any, emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    emulator.set_default(Scenario(polls_to_complete=2, video_size=2048))
+    failing = {"outcome": "failed", "failure_reason": "The prompt was rejected by moderation"}
+    out = tmp_path / "videos"
+
+    result = run_dag(
+        dag, capsys, requests=_requests(6, **{"clip-1": failing, "clip-4": failing}), destination=str(out)
+    )
+
+    assert result.run.state == DagRunState.FAILED
+    assert result.states["batch"] == TaskInstanceState.FAILED
+    assert emulator.count(route="create") == 6  # a gateway failure is final: not retried, not re-created
+    assert _videos(out) == ["clip-0.mp4", "clip-2.mp4", "clip-3.mp4", "clip-5.mp4"]
+    assert "2 of 6 video(s) did not succeed (max_failed=1)" in result.output
+    assert "clip-1 (failed, task sora-2:" in result.output
+    assert "clip-4 (failed, task sora-2:" in result.output
+    entries = _manifest(out)
+    assert entries["clip-1"]["status"] == "failed"
+    assert "rejected by moderation" in entries["clip-1"]["error"]
+    assert entries["clip-0"]["status"] == "succeeded"
+    assert_key_nowhere(result.output, (out / "manifest.jsonl").read_text())
+
+
+def test_an_uncertain_create_is_recorded_and_never_sent_again(
+    dag: Any, emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airflow.utils.state import DagRunState
+
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=1024))
+    # The gateway may have taken these two creates: a 500 after the POST arrived.
+    emulator.add_fault(Fault("http_error", route="create", status=500, times=2, skip=1))
+    out = tmp_path / "videos"
+
+    result = run_dag(dag, capsys, requests=_requests(4), destination=str(out))
+
+    assert result.run.state == DagRunState.FAILED
+    assert emulator.count(route="create") == 4  # no retry re-sent the two uncertain creates
+    entries = _manifest(out)
+    assert [e["status"] for e in entries.values()] == ["succeeded", "uncertain", "uncertain", "succeeded"]
+    assert "Check the gateway's task list" in entries["clip-1"]["error"]
+    assert "clip-1 (uncertain" in result.output
+    assert _videos(out) == ["clip-0.mp4", "clip-3.mp4"]
+
+
+def test_jsonl_requests(
+    dag: Any, emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airflow.utils.state import DagRunState
+
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=1500))
+    source = tmp_path / "prompts.jsonl"
+    source.write_text(
+        '{"model": "veo3.1-fast", "prompt": "a fox", "aspect_ratio": "9:16"}\n\n'
+        '{"model": "grok-video-3", "prompt": "a boat", "key": "boat"}\n'
+    )
+    out = tmp_path / "videos"
+
+    result = run_dag(dag, capsys, requests=source.as_uri(), destination=f"{out.as_uri()}/")
+
+    assert result.run.state == DagRunState.SUCCESS, result.output[-3000:]
+    entries = _manifest(out)
+    assert list(entries)[1] == "boat"
+    fox = next(iter(entries))
+    assert fox.startswith("00000-")
+    assert _videos(out) == sorted([f"{fox}.mp4", "boat.mp4"])
+    assert emulator.task(entries[fox]["video_task_id"]).body["aspect_ratio"] == "9:16"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            '{"model": "sora-2", "prompt": "a"}\n{"model": "sora-2", "prompt": "b"\n',
+            r"line 2 is not valid JSON",
+        ),
+        (
+            '{"model": "sora-2", "prompt": "a", "key": "x"}\n{"model": "m", "prompt": "b", "key": "x"}\n',
+            "already",
+        ),
+        ('{"model": "sora-2"}\n', r"line 1: 'prompt' is missing"),
+    ],
+)
+def test_bad_input_fails_before_anything_is_paid(
+    emulator: Emulator, tmp_path: Path, lines: str, message: str
+) -> None:
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+
+    source = tmp_path / "prompts.jsonl"
+    source.write_text(lines)
+    operator = VideoBatchOperator(task_id="batch", requests=str(source), destination=str(tmp_path / "out"))
+    with pytest.raises(AirflowFailException, match=message):
+        operator.execute(make_context())
+    assert emulator.count() == 0
+    assert not (tmp_path / "out").exists()
