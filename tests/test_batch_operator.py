@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_videoquery.emulator import Emulator, Fault, Scenario
+from airflow_provider_videoquery.emulator import Emulator, Fault, Limits, Scenario
+from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.triggers.batch import VideoBatchTrigger
 from tests.airflow_helpers import assert_key_nowhere, load_dag, make_context, run_dag, use_dags_folder
 
@@ -204,6 +205,39 @@ def test_an_uncertain_create_is_recorded_and_never_sent_again(
     assert "Check the gateway's task list" in entries["clip-1"]["error"]
     assert "clip-1 (uncertain" in result.output
     assert _videos(out) == ["clip-0.mp4", "clip-3.mp4"]
+
+
+def test_the_gateways_live_task_cap_and_rate_limit_are_ridden_out(
+    dag: Any,
+    emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.utils.state import DagRunState
+
+    # The key may have two unfinished tasks and create 5 a second; the batch asks for four at once.
+    emulator.set_limits(Limits(max_live_tasks=2, create_rate=5, create_burst=1, retry_after=0.05))
+    emulator.set_default(Scenario(polls_to_complete=3, video_size=1024))
+    waits: list[float | None] = []
+    original = RetryPolicy.delay
+
+    def delay(self: RetryPolicy, attempt: int, retry_after: float | None = None) -> float:
+        waits.append(retry_after)
+        return min(original(self, attempt, retry_after), 0.1)
+
+    monkeypatch.setattr(RetryPolicy, "delay", delay)
+    out = tmp_path / "videos"
+
+    result = run_dag(dag, capsys, requests=_requests(6), destination=str(out))
+
+    assert result.run.state == DagRunState.SUCCESS, result.output[-3000:]
+    creates = emulator.creates()
+    assert creates.accepted == 6  # each video paid for once …
+    assert creates.over_live_cap > 0  # … though the gateway refused creates beyond its cap
+    assert 0.05 in waits  # the refusals' Retry-After was read
+    assert {e["status"] for e in _manifest(out).values()} == {"succeeded"}
+    assert "uncertain" not in (out / "manifest.jsonl").read_text()
 
 
 def test_jsonl_requests(

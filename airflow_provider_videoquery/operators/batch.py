@@ -23,6 +23,7 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_videoquery import manifest
 from airflow_provider_videoquery.events import EventStatus
 from airflow_provider_videoquery.exceptions import (
+    VideoCreateUncertainError,
     VideoDownloadError,
     VideoQueryAuthError,
     VideoQueryError,
@@ -30,6 +31,7 @@ from airflow_provider_videoquery.exceptions import (
     VideoQueryResponseError,
     VideoQueryTransientError,
 )
+from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
 from airflow_provider_videoquery.manifest import BatchInputError, Entry, Status
 from airflow_provider_videoquery.models import TaskStatus
@@ -53,8 +55,12 @@ _REFILL_SHARE = 0.25
 #: A finished video waits at most this long for the worker (signed URLs expire).
 _HOLD_WHILE_REFILLING = 30.0
 _HOLD_AT_THE_END = 300.0
-#: How long to wait before trying creates again after the gateway kept refusing them (429/503).
+#: How long to wait before trying creates again after the gateway kept refusing them (429/503) while
+#: no task of the batch is live (a live task's end is the better signal, and the trigger waits for it).
 _CREATE_BACKOFF = 30.0
+#: A refused create (429/503) is tried a few times with the gateway's Retry-After, then left for the
+#: next wave: the worker does not sleep through a gateway's live-task cap.
+_CREATE_RETRY = RetryPolicy(max_attempts=3)
 
 
 class VideoBatchOperator(BaseOperator):
@@ -144,7 +150,7 @@ class VideoBatchOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> VideoQueryHook:
-        return VideoQueryHook(self.videoquery_conn_id, route=self.route)
+        return VideoQueryHook(self.videoquery_conn_id, route=self.route, retry_policy=_CREATE_RETRY)
 
     @cached_property
     def folder(self) -> ObjectStoragePath:
@@ -250,8 +256,10 @@ class VideoBatchOperator(BaseOperator):
         to_store = self._record(by_id, finished)
         self._save(entries, others)
         self._store(to_store, entries, others)
-        wake_at = self._create(entries, others)
+        refused_until = self._create(entries, others)
         live = [entry for entry in entries if entry.status is Status.RUNNING]
+        # Refused creates are tried again when live tasks finish, or after a pause when none is live.
+        wake_at = refused_until if not live else None
         if live or wake_at is not None:
             self._defer(entries, live, wake_at)
         return self._finish(context, entries)
@@ -333,16 +341,20 @@ class VideoBatchOperator(BaseOperator):
         return None
 
     def _create_one(self, entry: Entry) -> float | None:
+        """Create one request; return when to try creates again if the gateway refuses them for now."""
         body = dict(entry.request)
         model, prompt = str(body.pop("model")), str(body.pop("prompt"))
         try:
             task = self.hook.create_task(model, prompt, **body)
-        except VideoQueryAuthError:
-            raise
-        except (VideoQueryTransientError, VideoQueryResponseError) as err:
+        except (VideoCreateUncertainError, VideoQueryResponseError) as err:
             entry.ended(Status.UNCERTAIN, str(err))
             self.log.warning("The create of %r is uncertain and is not sent again: %s", entry.key, err)
             return None
+        except VideoQueryTransientError as err:  # refused (429/503) or unreachable: surely not taken
+            self.log.warning(
+                "The gateway refuses creates for now; %r waits for the next wave: %s", entry.key, err
+            )
+            return time.time() + _CREATE_BACKOFF
         except VideoQueryRequestError as err:
             entry.ended(Status.FAILED, str(err))
             self.log.warning("The gateway refused the create of %r: %s", entry.key, err)
