@@ -71,6 +71,7 @@ def test_orphaned_temporaries_are_removed_by_the_next_download_only_when_stale(
     _aged(folder / ".veo3.1-fast_x.mp4.part-0123456789ab", old)  # a killed worker's
     _aged(folder / ".another-task.mp4.part-abcdefabcdef", old)  # another task's, killed too
     _aged(folder / ".writing-now.mp4.part-aaaaaaaaaaaa", fresh)  # a concurrent download's
+    _aged(folder / ".videoquery-probe-0123456789ab", old)  # a destination check's, killed mid-probe
     _aged(folder / ".notes.part-draft", old)  # not ours
     _aged(folder / "kept.mp4", old)  # a video
     _aged(folder / ".dir.mp4.part-bbbbbbbbbbbb", old, directory=True)  # not a file we wrote

@@ -23,12 +23,9 @@ from fsspec.implementations.local import LocalFileSystem
 
 from airflow_provider_videoquery.exceptions import VideoDownloadError
 from airflow_provider_videoquery.storage.paths import destination_folder, destination_uri
-from airflow_provider_videoquery.storage.sinks import DIRECT_PROTOCOLS
+from airflow_provider_videoquery.storage.sinks import DIRECT_PROTOCOLS, PROBE_PREFIX
 
 log = logging.getLogger(__name__)
-
-#: Name prefix of the probe file (local) or probe upload (S3) of :func:`check_destination`.
-PROBE_PREFIX = ".videoquery-probe-"
 
 
 def check_destination(destination: str, conn_id: str | None = None) -> None:

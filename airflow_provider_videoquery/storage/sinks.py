@@ -56,8 +56,10 @@ DIRECT_PROTOCOLS = frozenset({"s3", "s3a"})
 #: writes at least every read timeout (60 s by default) or retry delay (at most 30 s), so an hour-old
 #: temporary belongs to a killed worker, never to a concurrent writer.
 STALE_PART_AGE = 3600.0
-#: The name of a temporary written by :meth:`Sink.beside`.
-PART_NAME = re.compile(r"\..+\.part-[0-9a-f]{12}")
+#: Name prefix of the probe file :func:`.checks.check_destination` writes and removes at once.
+PROBE_PREFIX = ".videoquery-probe-"
+#: The name of a temporary written by :meth:`Sink.beside` (or of a destination check's probe).
+PART_NAME = re.compile(rf"(\..+\.part-|{re.escape(PROBE_PREFIX)})[0-9a-f]{{12}}")
 
 
 class Sink:
@@ -187,23 +189,24 @@ def remove_stale_parts(folder: ObjectStoragePath, now: float | None = None) -> l
     now = time.time() if now is None else now
     removed: list[str] = []
     try:
-        entries = list(os.scandir(folder.path))
+        names = [name for name in os.listdir(folder.path) if name.startswith(".")]
     except OSError:  # no folder yet (or unreadable: the write will say so)
         return removed
-    for entry in entries:
-        if not PART_NAME.fullmatch(entry.name):
+    for name in names:
+        if not PART_NAME.fullmatch(name):
             continue
+        path = os.path.join(folder.path, name)
         try:
-            info = entry.stat(follow_symlinks=False)
+            info = os.lstat(path)
             if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < STALE_PART_AGE:
                 continue
-            os.unlink(entry.path)
+            os.unlink(path)
         except OSError:  # gone meanwhile: another run cleaned up
             continue
-        removed.append(entry.name)
+        removed.append(name)
         log.info(
             "Removed %s, a temporary file a killed download left %.1f hours ago.",
-            entry.path,
+            path,
             (now - info.st_mtime) / 3600,
         )
     return removed
