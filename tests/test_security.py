@@ -313,7 +313,7 @@ async def test_verify_ssl_false_opts_out_for_a_self_signed_gateway(
         "file:///etc/passwd",
         "ftp://127.0.0.1/video.mp4",
         "javascript:alert(1)",
-        "data:video/mp4;base64,AAAAGGZ0eXA=",
+        "data:text/html;base64,PGh0bWw+",  # inline files: only video/mp4 (tests/test_inline.py)
         "//127.0.0.1/videos/x.mp4",
         "http:///videos/x.mp4",
         "http://[::1/videos/x.mp4",
@@ -322,7 +322,7 @@ async def test_verify_ssl_false_opts_out_for_a_self_signed_gateway(
 )
 def test_only_http_video_urls_are_fetched(emulator: Emulator, tmp_path: Path, video_url: str) -> None:
     emulator.add_task(TASK, Scenario(polls_to_complete=1, video_url=video_url))
-    with pytest.raises(VideoDownloadError, match=r"only http\(s\)|invalid URL") as err:
+    with pytest.raises(VideoDownloadError, match=r"only http\(s\)|invalid URL|not video/mp4") as err:
         download(tmp_path)
     assert TASK in str(err.value)
     assert emulator.count(route="video") == 0

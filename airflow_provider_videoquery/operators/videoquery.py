@@ -21,7 +21,7 @@ from airflow_provider_videoquery.exceptions import (
 )
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
-from airflow_provider_videoquery.models import VideoTask
+from airflow_provider_videoquery.models import VideoTask, display_url
 from airflow_provider_videoquery.storage import (
     DEFAULT_MAX_BYTES,
     ContentKind,
@@ -125,7 +125,8 @@ class VideoDownloadOperator(BaseOperator):
 
     The file streams chunk by chunk (memory stays flat) into a temporary object beside the target and
     is moved into place only once complete and verified (size, sha256, MP4 signature), so readers never
-    see a partial file. A rerun whose target already holds the same bytes keeps it and succeeds.
+    see a partial file. A rerun whose target already holds the same bytes keeps it and succeeds. A video
+    the gateway reports inline (``data:video/mp4;base64,…``) is decoded and stored the same way.
 
     Return value: the stored object's URI (``s3://bucket/key``, ``file:///…``; no connection id).
     XCom ``video``: ``{uri, video_url, bytes, sha256, content_type, video_task_id, thumbnail}``.
@@ -285,7 +286,7 @@ class VideoDownloadOperator(BaseOperator):
             )
         metadata: dict[str, Any] = {
             "uri": video.uri,
-            "video_url": task.video_url,
+            "video_url": display_url(task.video_url),
             "bytes": video.size,
             "sha256": video.sha256,
             "content_type": video.content_type,

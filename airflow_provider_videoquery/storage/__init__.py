@@ -2,6 +2,8 @@
 
 * :mod:`.download` — ``store_url``: redirects checked hop by hop, response checks, retries with
   ``Range`` resume, placement;
+* :mod:`.inline` — a video reported inline (``data:video/mp4;base64,…``), stored by the same checks
+  and placement;
 * :mod:`.transport` — the HTTP client of downloads, reading bodies in 1 MiB blocks into a reused buffer;
 * :mod:`.sinks` — where the bytes go: a temporary object renamed into place, or the final S3 key
   through a multipart upload that is invisible until complete;

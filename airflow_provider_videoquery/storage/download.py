@@ -40,6 +40,7 @@ from airflow_provider_videoquery.hooks._http import (
     describe,
     retry_after,
 )
+from airflow_provider_videoquery.models import is_inline
 from airflow_provider_videoquery.storage.checks import storage_error
 from airflow_provider_videoquery.storage.hosts import blocked_address, explicitly_allowed
 from airflow_provider_videoquery.storage.paths import object_uri
@@ -162,6 +163,18 @@ def store_url(
     :raises VideoDownloadError: expired URL, not a video/image, too large, unsafe redirect, conflict,
         or transient failures that outlasted the retries.
     """
+    if is_inline(url):  # the file itself, not a link: decoded, checked and placed like a download
+        from airflow_provider_videoquery.storage.inline import store_inline
+
+        return store_inline(
+            url,
+            destination,
+            settings,
+            kind=kind,
+            overwrite=overwrite,
+            suffix_from_content=suffix_from_content,
+            what=what,
+        )
     own_client = client is None
     http = client if client is not None else new_client(settings)
     try:
