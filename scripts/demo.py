@@ -4,10 +4,14 @@
 2. the emulator in its own process on 127.0.0.1 (``python -m airflow_provider_videoquery.emulator``);
 3. ``example_videoquery_download`` run with ``dag.test()``: create → defer to the trigger → download;
 4. the stored video's URI and metadata, read back from XCom.
+
+``--route new-api`` runs it on new-api's own task route; ``--inline`` has the emulator report the
+finished video inline (``data:video/mp4;base64,…``) instead of a link.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -43,9 +47,11 @@ def migrate() -> None:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
 
 
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
+def start_emulator(inline: bool) -> tuple[subprocess.Popen[str], str]:
     command = [sys.executable, "-m", "airflow_provider_videoquery.emulator", "--port", "0"]
     command += ["--api-key", DEMO_KEY, "--polls", "2"]
+    if inline:
+        command += ["--scenario", json.dumps({"inline_video": True})]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     with selectors.DefaultSelector() as selector:  # its first line is its URL; wait at most 30 s
@@ -66,9 +72,9 @@ def stop(process: subprocess.Popen[str]) -> None:
         process.wait()
 
 
-def run_dag(url: str) -> None:
+def run_dag(url: str, route: str) -> None:
     os.environ["AIRFLOW_CONN_VIDEOQUERY_DEFAULT"] = json.dumps(
-        {"conn_type": "videoquery", "host": url, "password": DEMO_KEY}
+        {"conn_type": "videoquery", "host": url, "password": DEMO_KEY, "extra": {"route": route}}
     )
     from airflow.utils.state import DagRunState
 
@@ -113,11 +119,16 @@ def xcom(dag_run: object, task_id: str, key: str = "return_value") -> object:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--route", default="unified", choices=["unified", "openai", "new-api"])
+    parser.add_argument("--inline", action="store_true", help="the video reported as a data: URI")
+    args = parser.parse_args()
     migrate()
-    emulator, url = start_emulator()
-    say(f"Gateway emulator serving at {url} (veo, sora-2, grok, vidu and OpenAI-style routes)")
+    emulator, url = start_emulator(args.inline)
+    say(f"Gateway emulator serving at {url} (veo, sora-2, grok, vidu, OpenAI-style and new-api routes)")
+    say(f"Using the {args.route!r} route" + (", the video reported inline" if args.inline else ""))
     try:
-        run_dag(url)
+        run_dag(url, args.route)
     finally:
         stop(emulator)
 
