@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_videoquery.emulator import Emulator, Fault, Scenario
-from airflow_provider_videoquery.exceptions import VideoQueryResponseError, VideoTaskNotFoundError
+from airflow_provider_videoquery.exceptions import (
+    VideoCreateUncertainError,
+    VideoQueryResponseError,
+    VideoTaskNotFoundError,
+)
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
 from airflow_provider_videoquery.models import TaskStatus, VideoTask
@@ -138,3 +143,26 @@ def test_an_envelope_that_is_no_success_is_a_response_error(emulator: Emulator) 
     emulator.add_fault(Fault("http_error", route="newapi_query", status=200, body=body, times=1))
     with pytest.raises(VideoQueryResponseError, match=r"code='get_task_failed': database is locked"):
         hook().get_task(TASK)
+
+
+def test_a_create_answer_in_the_envelope_is_unwrapped(emulator: Emulator) -> None:
+    emulator.add_task(TASK, Scenario(family="newapi", polls_to_complete=1))
+    body = json.dumps({"code": "success", "message": "", "data": {"task_id": TASK, "status": "SUBMITTED"}})
+    emulator.add_fault(Fault("http_error", route="newapi_create", status=200, body=body, times=1))
+    created = hook().create_task("veo3.1-fast", "a cow flying")
+    assert created.id == TASK
+    assert created.status is TaskStatus.QUEUED
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"code": "get_channel_failed", "message": "no channel available", "data": null}',
+        '{"code": "success", "data": null}',
+    ],
+)
+def test_a_create_answer_without_a_task_is_uncertain(emulator: Emulator, body: str) -> None:
+    emulator.add_fault(Fault("http_error", route="newapi_create", status=200, body=body, times=1))
+    with pytest.raises(VideoCreateUncertainError, match="Check the gateway's task list"):
+        hook().create_task("veo3.1-fast", "a cow flying")
+    assert emulator.count(route="newapi_create") == 1  # never sent twice

@@ -214,12 +214,12 @@ class VideoQueryHook(BaseHook):
             extensions={"timeout": config.timeout.as_dict()},
         )
         response = yield from exchange(request, self.retry_policy, what, idempotent=False)
+        route_spec = spec(resolved)
         try:
             answer = json_body(response, what)
+            created = _unwrap(route_spec, answer, what)
         except VideoQueryResponseError as err:  # a 200 the gateway may have acted on
             raise uncertain_create(request, what, str(err).removeprefix(f"{what}: ")) from None
-        route_spec = spec(resolved)
-        created = _unwrap(route_spec, answer, what)
         new_id = route_spec.new_id(created) if created is not None else None
         if new_id is None:
             raise uncertain_create(request, what, f"the answer names no task id: {elide_inline(answer)!r}")
