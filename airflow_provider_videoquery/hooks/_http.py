@@ -226,13 +226,15 @@ def exchange(
     idempotent: bool = True,
     *,
     deadline: float | None = None,
+    check_status: bool = True,
 ) -> Generator[Action, Outcome, httpx.Response]:
     """Send ``request`` until it gets a usable answer; return it or raise a typed error.
 
     The caller sends each yielded request and passes back the response (body read) or the transport
     error, and sleeps for each yielded float. ``what`` names the operation in every message. A request
     that is not ``idempotent`` is retried only when the gateway surely did not act on it. No sleep runs
-    past ``deadline`` (epoch seconds): the retries end there instead.
+    past ``deadline`` (epoch seconds): the retries end there instead. ``check_status=False`` returns
+    any answer that is not retried (4xx, 3xx) instead of raising for it.
     """
     attempt, ever_answered = 0, False
     while True:
@@ -243,7 +245,7 @@ def exchange(
         problem = _transient_problem(outcome)
         if problem is None:
             assert isinstance(outcome, httpx.Response)
-            return _check_status(outcome, what)
+            return _check_status(outcome, what) if check_status else outcome
         if not idempotent and not _surely_not_processed(outcome):
             raise uncertain_create(request, what, problem)
         attempt += 1

@@ -19,7 +19,6 @@ from httpx_aiohttp import AiohttpTransport
 from airflow_provider_videoquery.exceptions import (
     VideoQueryAuthError,
     VideoQueryResponseError,
-    VideoTaskNotFoundError,
 )
 from airflow_provider_videoquery.hooks._http import (
     Action,
@@ -32,6 +31,7 @@ from airflow_provider_videoquery.hooks._http import (
     json_body,
     uncertain_create,
 )
+from airflow_provider_videoquery.hooks._probe import PROBE_TASK_ID, verdict
 from airflow_provider_videoquery.models import VideoTask, elide_inline, parse_task
 from airflow_provider_videoquery.routes import EnvelopeError, RouteSpec, spec
 
@@ -164,17 +164,15 @@ class VideoQueryHook(BaseHook):
         return self._call_sync(lambda: self._create({"model": model, "prompt": prompt, **fields}, route))
 
     def test_connection(self) -> tuple[bool, str]:
-        """The UI's Test button: a query for a task that does not exist proves the key is accepted."""
+        """The UI's Test button: query a made-up task; only the gateway's own JSON "unknown task" answer
+        proves the key (a website, a bare 404 or a login redirect fails, saying what was reached)."""
         probe = VideoQueryHook(self.videoquery_conn_id, self.route, RetryPolicy(max_attempts=2))
         try:
-            probe.get_task("videoquery-connection-test")
-        except VideoTaskNotFoundError:
-            return True, f"The gateway at {self.config.base_url} accepted the API key."
+            return probe._run_sync(probe._probe())
         except Exception as err:
             return False, str(err)
         finally:
             probe.close()
-        return True, f"The gateway at {self.config.base_url} answered."
 
     # -- plans: what to send and how to read the answer, shared by sync and async ------------------
 
@@ -200,6 +198,18 @@ class VideoQueryHook(BaseHook):
             config.content_url(video_task_id, resolved),
             route_spec.statuses,
         )
+
+    def _probe(self) -> Generator[Action, Outcome, tuple[bool, str]]:
+        config, resolved = self.config, self._resolve_route(None)
+        what = f"Testing the connection {self.videoquery_conn_id!r} at {config.base_url}"
+        request = httpx.Request(
+            "GET",
+            config.query_url(PROBE_TASK_ID, resolved),
+            headers=config.auth_headers(),
+            extensions={"timeout": config.timeout.as_dict()},
+        )
+        response = yield from exchange(request, self.retry_policy, what, check_status=False)
+        return verdict(response, config.base_url, resolved.value)
 
     def _create(
         self, body: dict[str, Any], route: str | Route | None
