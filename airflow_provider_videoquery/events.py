@@ -22,6 +22,7 @@ from airflow_provider_videoquery.exceptions import (
     VideoQueryAuthError,
     VideoQueryError,
     VideoQueryRequestError,
+    VideoQueryUnreachableError,
     VideoTaskFailedError,
     VideoTaskNotFoundError,
 )
@@ -37,7 +38,13 @@ class EventStatus(StrEnum):
 
 #: Errors an event may name; anything else is raised as the base VideoQueryError.
 _ERROR_TYPES: dict[str, type[VideoQueryError]] = {
-    cls.__name__: cls for cls in (VideoQueryAuthError, VideoTaskNotFoundError, VideoQueryRequestError)
+    cls.__name__: cls
+    for cls in (
+        VideoQueryAuthError,
+        VideoTaskNotFoundError,
+        VideoQueryRequestError,
+        VideoQueryUnreachableError,
+    )
 }
 
 

@@ -27,6 +27,7 @@ from airflow_provider_videoquery.exceptions import (
     VideoQueryRequestError,
     VideoQueryResponseError,
     VideoQueryTransientError,
+    VideoQueryUnreachableError,
     VideoTaskNotFoundError,
 )
 from airflow_provider_videoquery.models import TaskStatus, VideoTask, is_elided
@@ -39,6 +40,23 @@ LAST_POLL_BUDGET = 30.0
 #: first and its timeout event (which says what the task was doing) wins over the scheduler's bare
 #: "Trigger timeout".
 DEFER_MARGIN = LAST_POLL_BUDGET + 90.0
+
+#: How long a trigger waits for a gateway that has not answered once in this wait, while nothing is
+#: reachable at its address (refused, unknown host, TLS to a plain port), before the wait ends …
+DEFAULT_UNREACHABLE_TIMEOUT = 180.0
+#: … and the most it may be set to: a wrong address should not keep a task deferred for long.
+MAX_UNREACHABLE_TIMEOUT = 300.0
+
+
+def unreachable_timeout_checked(value: float) -> float:
+    """``value`` as seconds, or a ValueError when outside [0, MAX_UNREACHABLE_TIMEOUT]."""
+    if not 0 <= float(value) <= MAX_UNREACHABLE_TIMEOUT:
+        raise ValueError(
+            f"unreachable_timeout must be between 0 and {MAX_UNREACHABLE_TIMEOUT:.0f} seconds, got "
+            f"{value!r}: a gateway that never answers is a wrong address, not an outage."
+        )
+    return float(value)
+
 
 #: Failures a wait rides out: the next poll may well succeed.
 _FOR_NOW = (VideoQueryTransientError, VideoQueryResponseError, TimeoutError)
@@ -99,6 +117,10 @@ class Watch:
     :param deadline: epoch seconds after which the wait ends with a ``timeout`` event.
     :param not_found_deadline: epoch seconds until which "unknown task" means "not known yet".
     :param started_at: epoch seconds the wait began (for messages).
+    :param unreachable_timeout: seconds nothing may be reachable at the gateway's address, while it has
+        not answered once in this wait, before the wait ends with :class:`VideoQueryUnreachableError`
+        (0, the default: at once — a worker's first look). A gateway that answered before is riding
+        out an outage: its wait goes on until the deadline.
     """
 
     def __init__(
@@ -108,6 +130,7 @@ class Watch:
         not_found_deadline: float,
         started_at: float,
         log: logging.Logger | Any,
+        unreachable_timeout: float = 0.0,
     ) -> None:
         self.video_task_id = video_task_id
         self.deadline = deadline
@@ -117,9 +140,17 @@ class Watch:
         self.last: VideoTask | None = None
         self._seen: tuple[TaskStatus, str | None, float | None] | None = None
         self._told_unknown = False
+        self.unreachable_timeout = unreachable_timeout
+        #: Whether the gateway has answered anything (even an error) in this wait.
+        self.answered = False
+        self._unreachable_since: float | None = None
 
     def after(self, outcome: VideoTask | Exception) -> Event | None:
         """The event that ends the wait after this poll, or None to poll again."""
+        if isinstance(outcome, VideoQueryUnreachableError):
+            return self._after_unreachable(outcome)
+        if not isinstance(outcome, TimeoutError):
+            self.answered, self._unreachable_since = True, None
         if isinstance(outcome, VideoTask):
             return self._after_task(outcome)
         if isinstance(outcome, VideoTaskNotFoundError):
@@ -174,6 +205,24 @@ class Watch:
             return self._event(EventStatus.SUCCESS, f"Video task {task.id!r} succeeded.", task)
         if task.status is TaskStatus.FAILED:
             return self._event(EventStatus.FAILED, failure_message(task), task)
+        return None
+
+    def _after_unreachable(self, err: VideoQueryUnreachableError) -> Event | None:
+        """Ride out an outage of a gateway that answered before; end a wait at an address where
+        nothing has answered once ``unreachable_timeout`` has passed."""
+        now = time.time()
+        since = self._unreachable_since = self._unreachable_since or now
+        if not self.answered and now - since >= self.unreachable_timeout:
+            gave_up = f" Gave up after {now - since:.0f}s without any answer." if now > since else ""
+            return self._event(EventStatus.ERROR, f"{err}{gave_up}", error=VideoQueryUnreachableError)
+        self.log.warning(
+            "Polling video task %r: the gateway is unreachable for now (%s); %s",
+            self.video_task_id,
+            err,
+            "it answered before, so polling again until the deadline."
+            if self.answered
+            else f"giving up {self.unreachable_timeout - (now - since):.0f}s from now unless it answers.",
+        )
         return None
 
     def _after_unknown(self, err: VideoTaskNotFoundError) -> Event | None:

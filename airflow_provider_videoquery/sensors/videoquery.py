@@ -22,10 +22,12 @@ from airflow_provider_videoquery.models import VideoTask
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
 from airflow_provider_videoquery.waiting import (
     DEFAULT_NOT_FOUND_GRACE,
+    DEFAULT_UNREACHABLE_TIMEOUT,
     DEFER_MARGIN,
     Watch,
     refreshed,
     require_task_id,
+    unreachable_timeout_checked,
 )
 
 
@@ -45,6 +47,10 @@ class VideoTaskSensor(BaseSensorOperator):
     :param timeout: seconds to wait in total before giving up.
     :param not_found_grace: seconds an unknown task id is tolerated (a gateway may not know a task
         it has just created).
+    :param unreachable_timeout: seconds the triggerer keeps polling an address where nothing answers
+        (refused, unknown host, TLS to a plain-HTTP port) before failing (default 180, at most 300). The
+        worker's first poke fails at once after its retries; a gateway that answered before is ridden
+        out until ``timeout``.
     :param deferrable: wait in the triggerer instead of a worker slot.
     """
 
@@ -60,6 +66,7 @@ class VideoTaskSensor(BaseSensorOperator):
         poke_interval: timedelta | float = 15.0,
         timeout: timedelta | float = 3600.0,
         not_found_grace: float = DEFAULT_NOT_FOUND_GRACE,
+        unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
         deferrable: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -68,6 +75,7 @@ class VideoTaskSensor(BaseSensorOperator):
         self.videoquery_conn_id = videoquery_conn_id
         self.route = route
         self.not_found_grace = not_found_grace
+        self.unreachable_timeout = unreachable_timeout_checked(unreachable_timeout)
         self.deferrable = deferrable
         self._first_poke_at: float | None = None
         self._watch_state: Watch | None = None
@@ -96,6 +104,7 @@ class VideoTaskSensor(BaseSensorOperator):
                 poll_interval=self.poke_interval,
                 not_found_deadline=started + self.not_found_grace,
                 started_at=now,
+                unreachable_timeout=self.unreachable_timeout,
             ),
             method_name="execute_complete",
             # The trigger ends the wait itself at the deadline (its last poll may run up to
@@ -136,13 +145,15 @@ class VideoTaskSensor(BaseSensorOperator):
 
     def _watch(self, context: Context) -> Watch:
         """The wait's state across pokes; its grace period counts from the first try (reschedule too)."""
-        started = self._first_poke_at or time.time()
+        started, rescheduled = self._first_poke_at or time.time(), False
         if self.reschedule:
             first_try = context["ti"].get_first_reschedule_date(context)
             if first_try is not None:
-                started = first_try.timestamp()
+                started, rescheduled = first_try.timestamp(), True
         if self._watch_state is None:
             self._watch_state = Watch(self.video_task_id, float("inf"), 0.0, started, self.log)
+            # an earlier try's poke reached the gateway (else it would have failed): ride outages out
+            self._watch_state.answered = rescheduled
         self._watch_state.not_found_deadline = started + self.not_found_grace
         return self._watch_state
 

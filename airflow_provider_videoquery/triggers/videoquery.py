@@ -20,10 +20,12 @@ from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
 from airflow_provider_videoquery.models import VideoTask
 from airflow_provider_videoquery.waiting import (
     DEFAULT_NOT_FOUND_GRACE,
+    DEFAULT_UNREACHABLE_TIMEOUT,
     LAST_POLL_BUDGET,
     Event,
     Watch,
     require_task_id,
+    unreachable_timeout_checked,
 )
 
 __all__ = ["VideoTaskTrigger"]
@@ -50,6 +52,10 @@ class VideoTaskTrigger(BaseTrigger):
     :param started_at: epoch seconds the wait began (for messages); default: now.
     :param max_attempts: tries per poll for transient failures; default: the hook's policy.
     :param retry_delay: base backoff in seconds between those tries; default: the hook's policy.
+    :param unreachable_timeout: seconds nothing may be reachable at the gateway's address (refused,
+        unknown host, TLS to a plain-HTTP port) before the wait ends, as long as the gateway has not
+        answered once in this wait (3 minutes by default, at most 5); a gateway that answered before
+        is ridden out until the deadline.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class VideoTaskTrigger(BaseTrigger):
         started_at: float | None = None,
         max_attempts: int | None = None,
         retry_delay: float | None = None,
+        unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.video_task_id = require_task_id(video_task_id, "VideoTaskTrigger")
@@ -78,6 +85,7 @@ class VideoTaskTrigger(BaseTrigger):
         )
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
+        self.unreachable_timeout = unreachable_timeout_checked(unreachable_timeout)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -92,6 +100,7 @@ class VideoTaskTrigger(BaseTrigger):
                 "started_at": self.started_at,
                 "max_attempts": self.max_attempts,
                 "retry_delay": self.retry_delay,
+                "unreachable_timeout": self.unreachable_timeout,
             },
         )
 
@@ -103,7 +112,14 @@ class VideoTaskTrigger(BaseTrigger):
 
     async def _wait(self) -> Event:
         """Poll until the watch says the wait is over; CancelledError propagates after cleanup."""
-        watch = Watch(self.video_task_id, self.deadline, self.not_found_deadline, self.started_at, self.log)
+        watch = Watch(
+            self.video_task_id,
+            self.deadline,
+            self.not_found_deadline,
+            self.started_at,
+            self.log,
+            unreachable_timeout=self.unreachable_timeout,
+        )
         try:
             async with VideoQueryHook(
                 self.videoquery_conn_id, route=self.route, retry_policy=self._retry_policy()
