@@ -20,7 +20,6 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [
             {
                 "integration-name": "Video Query",
-                "external-doc-url": "https://github.com/airflow-provider-videoquery/airflow-provider-videoquery",
                 "tags": ["service"],
             }
         ],
@@ -45,30 +44,35 @@ def get_provider_info() -> dict[str, Any]:
                     "placeholders": {
                         "host": "https://yunwu.ai",
                         "password": "sk-…",
-                        "extra": '{"route": "unified", "timeout": 60}',
+                        "extra": '{"route": "unified", "timeout": 60, "connect_timeout": 10}',
                     },
                 },
+                # Airflow's form writes every field into ``extra`` (an untouched one as its
+                # ``default``, or null): defaults here are the hook's own, null reads as "not set".
                 "conn-fields": {
                     "route": {
                         "label": "Default route",
-                        "description": "unified (/v1/video/query), vidu-native, openai (/v1/videos) or "
-                        "new-api (/v1/video/generations)",
+                        "description": "Where the gateway answers status queries: unified "
+                        "(/v1/video/query?id=, most gateways), vidu-native, openai (/v1/videos/{id}) "
+                        "or new-api (/v1/video/generations).",
                         "schema": {
                             "type": ["string", "null"],
-                            "enum": ["unified", "vidu-native", "openai", "new-api", None],
+                            "enum": ["unified", "vidu-native", "openai", "new-api"],
+                            "default": "unified",
                         },
                     },
                     "timeout": {
                         "label": "Read timeout (s)",
-                        "schema": {"type": ["number", "null"], "minimum": 1},
+                        "description": "How long one answer may take.",
+                        "schema": {"type": ["number", "null"], "minimum": 1, "default": 60},
                     },
                     "connect_timeout": {
                         "label": "Connect timeout (s)",
-                        "schema": {"type": ["number", "null"], "minimum": 1},
+                        "schema": {"type": ["number", "null"], "minimum": 1, "default": 10},
                     },
                     "extra_headers": {
                         "label": "Extra headers (JSON)",
-                        "description": 'e.g. {"X-Forwarded-Host": "example.com"}',
+                        "description": 'Optional, e.g. {"X-Forwarded-Host": "example.com"}',
                         "schema": {"type": ["string", "null"]},
                     },
                     "verify_ssl": {
@@ -88,7 +92,7 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "allowed_download_hosts": {
                         "label": "Allowed download hosts",
-                        "description": "Comma-separated; empty allows any http(s) host.",
+                        "description": "Optional, comma-separated; empty allows any http(s) host.",
                         "schema": {"type": ["string", "null"]},
                     },
                 },
