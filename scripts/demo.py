@@ -2,7 +2,8 @@
 
 1. an isolated Airflow home in ``.airflow-demo/`` (SQLite, migrated on first run);
 2. the emulator in its own process on 127.0.0.1 (``python -m airflow_provider_videoquery.emulator``);
-3. ``example_videoquery_download`` run with ``dag.test()``: create → defer to the trigger → download;
+3. ``example_videoquery_download`` run with ``dag.test()``: create → defer → download (``dag.test()``
+   runs the trigger inline in this process; a deployment hands it to its triggerer);
 4. the stored video's URI and metadata, read back from XCom.
 
 ``--route new-api`` runs it on new-api's own task route; ``--inline`` has the emulator report the
@@ -21,8 +22,10 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-HOME = REPO / ".airflow-demo"
-OUTPUT = REPO / "demo_output"
+# Where the Airflow home and the stored video go (the wheel check points it at a temporary folder).
+BASE = Path(os.environ.get("VIDEOQUERY_DEMO_DIR", REPO)).resolve()
+HOME = BASE / ".airflow-demo"
+OUTPUT = BASE / "demo_output"
 DAG_ID = "example_videoquery_download"
 DEMO_KEY = "sk-demo-not-a-real-key"
 
@@ -43,7 +46,7 @@ def say(message: str) -> None:
 
 def migrate() -> None:
     say(f"Airflow metadata DB in {HOME} (first run takes ~30 s)")
-    HOME.mkdir(exist_ok=True)
+    HOME.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
 
 
@@ -85,7 +88,11 @@ def run_dag(url: str, route: str) -> None:
     spec.loader.exec_module(module)
     dag = module.dag
     destination = f"{OUTPUT.as_uri()}/"
-    say(f"Running {DAG_ID}: create → wait (deferred to the triggerer) → download into {destination}")
+    say(
+        f"Running {DAG_ID}: create → wait → download into {destination}\n"
+        "    (the wait defers; dag.test() runs its trigger inline in this process, where a deployment"
+        " would hand it to the triggerer)"
+    )
     dag_run = dag.test(run_conf={"destination": destination, "model": "sora-2"})
     states = {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
     say(f"DAG run {dag_run.state}: {states}")
