@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-e2e test-distributed test-slow test-lowest lint unit bench install clean
+.PHONY: demo test test-e2e test-distributed test-slow test-lowest test-wheel browser lint unit bench install clean
 
 # The newest Airflow we test with, and the lowest one pyproject.toml admits (tested without the S3 extra).
 # constraints/ pins every dependency as tested (pip freeze of a green run): installs are fast and repeatable.
@@ -56,8 +56,9 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest
 
-## A real deployment: api-server, scheduler, dag-processor and triggerer processes run a deferring DAG.
-test-e2e: $(STAMP)
+## A real deployment: api-server, scheduler, dag-processor and triggerer processes run a deferring DAG;
+## headless Chromium fills in the connection form (its screenshots go to artifacts/).
+test-e2e: $(STAMP) browser
 	VIDEOQUERY_E2E=1 $(PY) -m pytest -m '' tests/e2e
 
 ## The long tests left out of the default run (e.g. the batch example over 1,000 prompts).
@@ -74,6 +75,17 @@ test-distributed: $(DIST_STAMP)
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
 	VIDEOQUERY_DISTRIBUTED=1 VIDEOQUERY_DISTRIBUTED_DIR=$(DIST_RUN) \
 		$(DIST_VENV)/bin/python -m pytest -m '' -s tests/e2e/test_distributed.py
+
+## Debian's Chromium and chromedriver for the browser test, when missing (the test skips, saying why,
+## where they cannot be installed).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) || \
+		echo "Chromium could not be installed: the browser test will skip."
+
+## The release: build the sdist and wheel, twine check, install the wheel in a clean venv, run the demo.
+test-wheel: $(STAMP)
+	VIDEOQUERY_WHEEL=1 $(PY) -m pytest -s tests/release
 
 ## The same suite on the lowest supported Airflow (S3 tests skip: no amazon provider there).
 test-lowest: $(LOWEST_STAMP)

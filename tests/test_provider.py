@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import json
+import re
+from importlib import metadata
 from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +16,7 @@ import airflow_provider_videoquery
 from airflow_provider_videoquery import get_provider_info
 from airflow_provider_videoquery.hooks._http import GatewayConfig, Route
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
+from tests.conftest import REPO
 
 
 def test_entry_point_is_registered() -> None:
@@ -79,4 +85,60 @@ def test_connection_form_offers_every_route() -> None:
     from airflow_provider_videoquery.routes import Route
 
     form = get_provider_info()["connection-types"][0]["conn-fields"]["route"]
-    assert form["schema"]["enum"] == [*(r.value for r in Route), None]
+    assert form["schema"]["enum"] == [r.value for r in Route]  # no None: the UI shows it as "null"
+
+
+def _conn_fields() -> dict[str, Any]:
+    (conn_type,) = get_provider_info()["connection-types"]
+    return dict(conn_type["conn-fields"])
+
+
+def test_one_version_everywhere() -> None:
+    """The package, the provider info, the installed metadata and the changelog name one version."""
+    version = airflow_provider_videoquery.__version__
+    assert get_provider_info()["versions"] == [version]
+    assert metadata.version("airflow-provider-videoquery") == version  # pyproject reads __version__
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    releases = re.findall(r"^## (\S+)", changelog, flags=re.MULTILINE)
+    assert releases[0] == version, f"CHANGELOG.md's newest entry is {releases[0]}, the package {version}"
+
+
+def test_provider_info_is_valid_and_links_nothing_invented() -> None:
+    import jsonschema
+    from airflow import __file__ as airflow_init
+
+    schema = json.loads((Path(airflow_init).parent / "provider_info.schema.json").read_text())
+    info = get_provider_info()
+    jsonschema.validate(info, schema)
+    # No project site exists: no URL anywhere in the provider info or the package metadata.
+    assert all("external-doc-url" not in entry for entry in info["integrations"])
+    assert "github.com" not in json.dumps(info)
+    assert "Project-URL" not in metadata.metadata("airflow-provider-videoquery")
+
+
+def test_form_defaults_are_the_hooks_defaults() -> None:
+    """The form shows (and an untouched form stores) the defaults the hook uses, never a literal null."""
+    fields = _conn_fields()
+    defaults = GatewayConfig.model_fields
+    assert fields["route"]["schema"]["default"] == defaults["route"].default.value
+    assert fields["timeout"]["schema"]["default"] == defaults["read_timeout"].default
+    assert fields["connect_timeout"]["schema"]["default"] == defaults["connect_timeout"].default
+    assert fields["verify_ssl"]["schema"]["default"] is defaults["verify_ssl"].default
+    assert fields["verify_download_ssl"]["schema"]["default"] is defaults["verify_download_ssl"].default
+
+
+def test_what_an_untouched_form_stores_reads_as_the_defaults() -> None:
+    # Airflow's form writes every conn-field into extra, each at its schema default (null if none).
+    untouched = {name: field["schema"].get("default") for name, field in _conn_fields().items()}
+    assert untouched == {
+        "route": "unified",
+        "timeout": 60,
+        "connect_timeout": 10,
+        "extra_headers": None,
+        "verify_ssl": True,
+        "verify_download_ssl": True,
+        "proxy": None,
+        "allowed_download_hosts": None,
+    }
+    stored = GatewayConfig.from_connection("c", "https://gw", "sk-1", untouched)
+    assert stored == GatewayConfig.from_connection("c", "https://gw", "sk-1", {})
