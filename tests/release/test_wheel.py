@@ -97,7 +97,7 @@ def test_sdist_carries_what_the_readme_links(dist: Path) -> None:
     _, sdist = _artifacts(dist)
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    for needed in ("README.md", "CHANGELOG.md", "LICENSE", "pyproject.toml", f"{PACKAGE}/py.typed"):
+    for needed in ("README.md", "CHANGELOG.md", "LICENSE", "pyproject.toml", "constraints/airflow-3.3.2.txt"):
         assert needed in names, needed
     readme = (REPO / "README.md").read_text()
     for doc in sorted((REPO / "docs").glob("*.md")):
