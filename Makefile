@@ -85,7 +85,7 @@ browser:
 
 ## The release: build the sdist and wheel, twine check, install the wheel in a clean venv, run the demo.
 test-wheel: $(STAMP)
-	VIDEOQUERY_WHEEL=1 $(PY) -m pytest -s tests/release
+	VIDEOQUERY_WHEEL=1 $(PY) -m pytest -m '' -s tests/release
 
 ## The same suite on the lowest supported Airflow (S3 tests skip: no amazon provider there).
 test-lowest: $(LOWEST_STAMP)

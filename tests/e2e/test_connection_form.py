@@ -7,7 +7,7 @@ the saved connection against the emulator.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``make test-e2e`` installs them) and selenium (the
 test extra). A screenshot of the filled form is kept in ``artifacts/`` (gitignored); its path is printed.
-Run with ``VIDEOQUERY_E2E=1 .venv/bin/python -m pytest tests/e2e/test_connection_form.py -s``.
+Run with ``VIDEOQUERY_E2E=1 .venv/bin/python -m pytest -m '' -s tests/e2e/test_connection_form.py``.
 """
 
 from __future__ import annotations
