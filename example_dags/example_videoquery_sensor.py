@@ -1,7 +1,8 @@
 """Wait for a video task created elsewhere (another DAG, a script, the gateway's UI), deferrably.
 
 Trigger with ``{"video_task_id": "<id the create call returned>"}``; the sensor pushes the finished
-task as a JSON dict (``video_url``, ``progress``, …) for downstream tasks.
+task as a JSON dict (``video_url``, ``progress``, …) for downstream tasks. Triggered without an id, the
+sensor fails at once saying so.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2025, 1, 1),
     catchup=False,
-    params={"video_task_id": Param("", type="string", description="The id the create call returned.")},
+    params={"video_task_id": Param("", type="string", description="The id the create call returned (required).")},
     tags=["example", "videoquery"],
 ) as dag:
     wait_for_video = VideoTaskSensor(

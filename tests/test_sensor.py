@@ -268,3 +268,17 @@ def test_a_task_done_at_the_first_poke_keeps_its_signed_url_in_xcom(emulator: An
 
     assert value["video_url"] == signed
     assert "raw" not in value
+
+
+def test_soft_fail_in_poke_mode_skips_with_the_gateways_reason(emulator: Any) -> None:
+    emulator.add_task(TASK_ID, Scenario(polls_to_complete=1, outcome="failed"))
+
+    with pytest.raises(AirflowSkipException, match=r"soft_fail.*Reason: .*failed at the gateway"):
+        make_sensor(deferrable=False, soft_fail=True).execute({})
+
+
+def test_resuming_with_soft_fail_skips_with_the_triggers_reason() -> None:
+    event = make_event(EventStatus.TIMEOUT, f"Video task {TASK_ID!r} did not finish within 5s", TASK_ID)
+
+    with pytest.raises(AirflowSkipException, match=r"soft_fail.*Reason: .*did not finish within 5s"):
+        make_sensor(soft_fail=True).resume_execution("execute_complete", {"event": event}, {})
