@@ -18,7 +18,9 @@ with DAG(
     schedule=None,
     start_date=datetime(2025, 1, 1),
     catchup=False,
-    params={"video_task_id": Param("", type="string", description="The id the create call returned (required).")},
+    params={
+        "video_task_id": Param("", type="string", description="The id the create call returned (required).")
+    },
     tags=["example", "videoquery"],
 ) as dag:
     wait_for_video = VideoTaskSensor(
