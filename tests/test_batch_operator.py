@@ -240,6 +240,30 @@ def test_the_gateways_live_task_cap_and_rate_limit_are_ridden_out(
     assert "uncertain" not in (out / "manifest.jsonl").read_text()
 
 
+def test_signed_video_urls_are_read_again_on_the_worker_and_logged_nowhere(
+    dag: Any, emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airflow.utils.state import DagRunState
+
+    signed = {"video_url": f"{emulator.url}/videos/_sample.mp4?se=2026-12-06&sig=SIGNATURE-Zx81"}
+    emulator.set_default(Scenario(polls_to_complete=2))
+    out = tmp_path / "videos"
+
+    result = run_dag(
+        dag,
+        capsys,
+        requests=_requests(3, **dict.fromkeys(["clip-0", "clip-2"], signed)),
+        destination=str(out),
+    )
+
+    assert result.run.state == DagRunState.SUCCESS, result.output[-3000:]
+    assert _videos(out) == ["clip-0.mp4", "clip-1.mp4", "clip-2.mp4"]
+    assert (out / "clip-0.mp4").read_bytes() == (out / "clip-1.mp4").read_bytes()
+    assert "SIGNATURE-Zx81" not in result.output
+    recorded = [{k: v for k, v in e.items() if k != "request"} for e in _manifest(out).values()]
+    assert "SIGNATURE-Zx81" not in json.dumps(recorded)  # (the requests carry it only to set up the emulator)
+
+
 def test_jsonl_requests(
     dag: Any, emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,6 +17,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
+import httpx
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, Context
 from airflow.sdk import ObjectStoragePath
 
@@ -30,14 +31,16 @@ from airflow_provider_videoquery.exceptions import (
     VideoQueryRequestError,
     VideoQueryResponseError,
     VideoQueryTransientError,
+    VideoTaskFailedError,
 )
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
 from airflow_provider_videoquery.manifest import BatchInputError, Entry, Status
-from airflow_provider_videoquery.models import TaskStatus
+from airflow_provider_videoquery.models import TaskStatus, VideoTask
 from airflow_provider_videoquery.storage import (
     DEFAULT_MAX_BYTES,
     DownloadSettings,
+    StoredObject,
     new_client,
     object_uri,
     resolve_destination,
@@ -45,6 +48,7 @@ from airflow_provider_videoquery.storage import (
     store_url,
 )
 from airflow_provider_videoquery.triggers.batch import VideoBatchTrigger
+from airflow_provider_videoquery.waiting import refreshed
 
 __all__ = ["VideoBatchOperator"]
 
@@ -264,19 +268,17 @@ class VideoBatchOperator(BaseOperator):
             self._defer(entries, live, wake_at)
         return self._finish(context, entries)
 
-    def _record(
-        self, by_id: dict[str, Entry], finished: dict[str, dict[str, Any]]
-    ) -> list[tuple[Entry, str]]:
-        """Apply the trigger's outcomes; return the succeeded tasks with their video URLs."""
-        to_store: list[tuple[Entry, str]] = []
+    def _record(self, by_id: dict[str, Entry], finished: dict[str, dict[str, Any]]) -> list[Entry]:
+        """Apply the trigger's outcomes; return the entries whose tasks succeeded (to store)."""
+        to_store: list[Entry] = []
         refused: str | None = None
         for video_task_id, outcome in finished.items():
             entry = by_id.get(video_task_id)
             if entry is None or entry.status is not Status.RUNNING:
                 continue
             status, message = outcome.get("status"), str(outcome.get("message") or "")
-            if status == EventStatus.SUCCESS.value and outcome.get("video_url"):
-                to_store.append((entry, str(outcome["video_url"])))
+            if status == EventStatus.SUCCESS.value:
+                to_store.append(entry)
             elif status == EventStatus.FAILED.value:
                 entry.ended(Status.FAILED, message)
             elif status == EventStatus.TIMEOUT.value:
@@ -289,36 +291,49 @@ class VideoBatchOperator(BaseOperator):
             raise VideoQueryAuthError(f"{refused} Every id so far is in the manifest {self._manifest_uri}.")
         return to_store
 
-    def _store(self, to_store: list[tuple[Entry, str]], entries: list[Entry], others: list[Entry]) -> None:
+    def _store(self, to_store: list[Entry], entries: list[Entry], others: list[Entry]) -> None:
         """Store finished videos ``max_parallel_downloads`` at a time, then record them."""
         if not to_store:
             return
         settings = DownloadSettings.for_gateway(self.hook.config, max_bytes=self.max_bytes)
+        self.hook.get_conn()  # made once, here, then shared by the threads
         started = time.monotonic()
         with new_client(settings) as client, ThreadPoolExecutor(self.max_parallel_downloads) as pool:
-            jobs = {
-                pool.submit(
-                    store_url,
-                    url,
-                    self._target(entry),
-                    settings,
-                    overwrite=self.overwrite,
-                    client=client,
-                    what=f"the video of {entry.key!r} (task {entry.video_task_id!r})",
-                ): entry
-                for entry, url in to_store
-            }
+            jobs = {pool.submit(self._store_one, entry, settings, client): entry for entry in to_store}
             for job in as_completed(jobs):
                 entry = jobs[job]
                 try:
                     stored = job.result()
-                except VideoDownloadError as err:
+                except VideoTaskFailedError as err:  # it failed after all (a flapping status)
+                    entry.ended(Status.FAILED, str(err))
+                    continue
+                except VideoQueryError as err:
                     entry.ended(Status.ERROR, str(err))
                     self.log.warning("Could not store %r: %s", entry.key, err)
                     continue
                 entry.stored(stored.uri, stored.size, stored.sha256)
         self._save(entries, others)
         self.log.info("Stored %d video(s) in %.1fs.", len(to_store), time.monotonic() - started)
+
+    def _store_one(self, entry: Entry, settings: DownloadSettings, client: httpx.Client) -> StoredObject:
+        """Re-read the finished task for its (signed) URL, which events leave out, then store the file."""
+        video_task_id = str(entry.video_task_id)
+        try:
+            outcome: VideoTask | Exception = self.hook.get_task(video_task_id)
+        except Exception as err:
+            outcome = err
+        reported = VideoTask(id=video_task_id, status=TaskStatus.SUCCEEDED, raw_status=None)
+        task = refreshed(reported, outcome, self.log)
+        if not task.video_url:
+            raise VideoDownloadError(f"Video task {task.id!r} succeeded but names no video URL.")
+        return store_url(
+            task.video_url,
+            self._target(entry),
+            settings,
+            overwrite=self.overwrite,
+            client=client,
+            what=f"the video of {entry.key!r} (task {task.id!r})",
+        )
 
     def _create(self, entries: list[Entry], others: list[Entry]) -> float | None:
         """Create pending requests until ``max_active`` are live; the manifest is written after each.

@@ -42,8 +42,11 @@ class VideoBatchTrigger(BaseTrigger):
     The kwargs are plain and small: ids with their times, and the budget. The requests live in the
     batch's manifest. The event::
 
-        {"status": "wave", "finished": {video_task_id: {"status", "message", "video_url",
-         "error_type"}}, "message": str}
+        {"status": "wave", "finished": {video_task_id: {"status", "message", "error_type"}},
+         "message": str}
+
+    A succeeded task's entry carries no URL (the triggerer logs every event, and signed URLs must not
+    reach a log): the worker reads the task again before it stores the video.
 
     (``status`` "error" with a ``message`` when the trigger itself could not run).
 
@@ -260,11 +263,11 @@ class _Wave:
             due = time.time() + self.t.poll_interval * random.uniform(1.0, 1.1)
             heapq.heappush(self.schedule, (min(due, max(watch.deadline, time.time())), task_id))
             return
-        task = event.get("task") or {}
+        # Small, and no URL: the worker re-reads a succeeded task for its signed URL.
+        succeeded = event["status"] == EventStatus.SUCCESS.value
         self.finished[task_id] = {
             "status": event["status"],
-            "message": event["message"],
-            "video_url": task.get("video_url") if event["status"] == EventStatus.SUCCESS.value else None,
+            "message": None if succeeded else event["message"],
             "error_type": event.get("error_type"),
         }
         self.watches[task_id].last = None  # nothing more is read from it
