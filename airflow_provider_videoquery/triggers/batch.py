@@ -32,7 +32,8 @@ __all__ = ["VideoBatchTrigger"]
 _ONE_TRY = RetryPolicy(max_attempts=1)
 #: A poll gets this long to answer.
 _POLL_BUDGET = 60.0
-#: The longest pause of all polling after consecutive transient failures (429, 5xx, timeouts).
+#: The longest pause of all polling after consecutive transient failures (429, 5xx, timeouts); the
+#: pauses double from 1 s (or the poll interval, if shorter).
 _MAX_PAUSE = 60.0
 
 
@@ -250,7 +251,8 @@ class _Wave:
         except Exception as err:
             if isinstance(err, VideoQueryTransientError | TimeoutError):
                 self.failures_in_a_row += 1
-                pause = min(_MAX_PAUSE, 2.0 ** min(self.failures_in_a_row, 6))
+                base = min(1.0, self.t.poll_interval)
+                pause = min(_MAX_PAUSE, base * 2.0 ** min(self.failures_in_a_row - 1, 6))
                 self.paused_until = max(self.paused_until, time.monotonic() + pause)
             return err
         self.failures_in_a_row = 0
