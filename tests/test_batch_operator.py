@@ -316,3 +316,16 @@ def test_bad_input_fails_before_anything_is_paid(
         operator.execute(make_context())
     assert emulator.count() == 0
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unusable_destination_fails_before_anything_is_paid(emulator: Emulator, tmp_path: Path) -> None:
+    from airflow_provider_videoquery.exceptions import VideoDownloadError
+    from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+
+    (tmp_path / "a-file").write_text("in the way")
+    operator = VideoBatchOperator(
+        task_id="batch", requests=_requests(2), destination=str(tmp_path / "a-file" / "videos")
+    )
+    with pytest.raises(VideoDownloadError, match="a-file"):
+        operator.execute(make_context())
+    assert emulator.count() == 0

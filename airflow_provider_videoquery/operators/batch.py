@@ -9,7 +9,6 @@ anything else happens, so a retry, a cleared task or a new run over the same man
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -41,12 +40,14 @@ from airflow_provider_videoquery.storage import (
     DEFAULT_MAX_BYTES,
     DownloadSettings,
     StoredObject,
+    check_destination,
     new_client,
     object_uri,
     resolve_destination,
     sha256_of,
     store_url,
 )
+from airflow_provider_videoquery.storage.paths import destination_uri
 from airflow_provider_videoquery.triggers.batch import VideoBatchTrigger
 from airflow_provider_videoquery.waiting import refreshed
 
@@ -159,19 +160,21 @@ class VideoBatchOperator(BaseOperator):
     @cached_property
     def folder(self) -> ObjectStoragePath:
         return ObjectStoragePath(
-            _as_uri(self.destination.rstrip("/") + "/"), conn_id=self.destination_conn_id
+            destination_uri(self.destination.strip().rstrip("/") + "/"), conn_id=self.destination_conn_id
         )
 
     @cached_property
     def manifest_path(self) -> ObjectStoragePath:
         if self.manifest:
-            return ObjectStoragePath(_as_uri(self.manifest), conn_id=self.destination_conn_id)
+            return ObjectStoragePath(destination_uri(self.manifest), conn_id=self.destination_conn_id)
         return self.folder / "manifest.jsonl"
 
     # -- entry points --------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> str:
         """A fresh start (first try, retry, rerun): merge with the manifest, verify, then the first wave."""
+        # Before anything is paid for: the destination can take the videos, the requests are usable.
+        check_destination(object_uri(self.folder), self.destination_conn_id)
         entries, others = self._load(fresh=True)
         try:
             self._verify_stored(entries)
@@ -225,7 +228,7 @@ class VideoBatchOperator(BaseOperator):
 
     def _request_items(self) -> list[tuple[str, Any]]:
         if isinstance(self.requests, str):
-            path = ObjectStoragePath(_as_uri(self.requests), conn_id=self.requests_conn_id)
+            path = ObjectStoragePath(destination_uri(self.requests), conn_id=self.requests_conn_id)
             with path.open("r") as handle:  # type: ignore[no-untyped-call]
                 return manifest.parse_jsonl(handle, object_uri(path))
         if not isinstance(self.requests, list | tuple):
@@ -485,12 +488,6 @@ class VideoBatchOperator(BaseOperator):
 def _take(items: Iterator[Entry], count: int) -> Iterator[Entry]:
     for _, item in zip(range(max(0, count)), items, strict=False):
         yield item
-
-
-def _as_uri(location: str) -> str:
-    """A plain path is a local file."""
-    location = location.strip()
-    return location if "://" in location else f"file://{os.path.abspath(location)}"
 
 
 def _tally(counts: dict[str, int]) -> str:
