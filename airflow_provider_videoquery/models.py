@@ -187,8 +187,14 @@ def display_url(url: str | None) -> str | None:
     """``url`` fit for logs, XCom and events: a long ``data:`` URI becomes ``data:<type>,…(N bytes)``."""
     if url is None or not is_inline(url) or len(url) <= INLINE_SHOWN_MAX:
         return url
-    header, _, data = url.partition(",")
-    size = len(data) * 3 // 4 - (len(data) - len(data.rstrip("="))) if ";base64" in header else len(data)
+    # No slice of the data itself: an inline video is megabytes, and this runs for every log line.
+    comma = url.find(",")
+    header, chars = (url, 0) if comma < 0 else (url[:comma], len(url) - comma - 1)
+    if ";base64" in header.lower():
+        padding = 2 if url.endswith("==") else 1 if url.endswith("=") else 0
+        size = chars // 4 * 3 - padding + max(chars % 4 - 1, 0)
+    else:
+        size = chars
     return f"{header}{_ELIDED_MARK}{size} bytes)"
 
 

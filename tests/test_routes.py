@@ -277,3 +277,29 @@ def test_elide_inline_walks_the_whole_answer() -> None:
     short = "data:video/mp4;base64,AAAAGGZ0eXA="
     assert display_url(short) == short  # a tiny one stays whole
     assert display_url(VIDEO) == VIDEO
+
+
+@pytest.mark.parametrize("size", [300, 301, 302])
+@pytest.mark.parametrize("pad", [True, False])
+def test_display_url_names_the_decoded_size(size: int, pad: bool) -> None:
+    import base64
+
+    text = base64.b64encode(bytes(size)).decode()
+    uri = "data:video/mp4;base64," + (text if pad else text.rstrip("="))
+    assert display_url(uri) == f"data:video/mp4;base64,…({size} bytes)"
+    plain = "data:text/plain," + "x" * 300
+    assert display_url(plain) == "data:text/plain,…(300 bytes)"
+
+
+def test_display_url_copies_nothing_of_a_large_inline_video() -> None:
+    import tracemalloc
+
+    uri = "data:video/mp4;base64," + "AAAA" * 5_000_000  # 20 MB of base64
+    tracemalloc.start()
+    try:
+        shown = display_url(uri)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert shown == "data:video/mp4;base64,…(15000000 bytes)"
+    assert peak < 100_000  # the header only, never a slice of the data
