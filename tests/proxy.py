@@ -25,6 +25,8 @@ class RecordingProxy:
         self._server = server
         self._lock = threading.Lock()
         self._seen: list[tuple[str, str]] = []
+        #: The ``Proxy-Authorization`` of each request ("" when none), in order.
+        self.auths: list[str] = []
 
     @property
     def url(self) -> str:
@@ -92,6 +94,10 @@ class _Handler(socketserver.BaseRequestHandler):
             request_line, *header_lines = head.decode("latin-1").split("\r\n")
             method, target, version = request_line.split(" ", 2)
             self.server.proxy.record(method, target)
+            self.server.proxy.auths.append(
+                next((line.split(":", 1)[1].strip() for line in header_lines
+                      if line.lower().startswith("proxy-authorization:")), "")
+            )  # fmt: skip
             if method == "CONNECT":
                 host, _, port = target.rpartition(":")
                 with socket.create_connection((host.strip("[]"), int(port)), timeout=10) as upstream:

@@ -8,6 +8,7 @@ not exempt by default, so these tests really go through the proxy.
 
 from __future__ import annotations
 
+import base64
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,6 +102,17 @@ def test_the_connection_proxy_extra_carries_every_path(
     assert len(proxy.targets("GET")) == 3
 
 
+def test_proxy_credentials_in_the_extra_reach_the_proxy_on_every_path(
+    emulator: Emulator, proxy: RecordingProxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with_credentials = proxy.url.replace("http://", "http://user:s3cret@")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDEOQUERY_DEFAULT", connection_json(emulator.url, timeout=5, proxy=with_credentials)
+    )
+    all_three_paths(emulator, tmp_path)
+    assert proxy.auths == ["Basic " + base64.b64encode(b"user:s3cret").decode()] * 3
+
+
 def test_https_goes_through_a_connect_tunnel(
     proxy: RecordingProxy, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -140,8 +152,11 @@ def test_proxy_rules(
 
 
 def test_the_proxy_keys_the_shared_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = GatewayConfig.from_connection("c", "https://gw.example.com", API_KEY, {"proxy": "proxy:3128"})
-    assert config.proxy == "http://proxy:3128"
-    assert config.client_key == (True, "http://proxy:3128")
+    config = GatewayConfig.from_connection(
+        "c", "https://gw.example.com", API_KEY, {"proxy": "u:pw@proxy:3128"}
+    )
+    assert config.proxy == "http://u:pw@proxy:3128"
+    assert config.client_key == (True, "http://u:pw@proxy:3128")
+    assert "pw@" not in repr(config)  # a proxy's credentials are as secret as the key
     monkeypatch.setenv("NO_PROXY", "gw.example.com")
     assert config.client_key == (True, None)

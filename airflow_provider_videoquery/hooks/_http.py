@@ -57,7 +57,7 @@ class GatewayConfig(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     verify_ssl: bool = True
     verify_download_ssl: bool = True
-    proxy: str | None = None
+    proxy: str | None = Field(default=None, repr=False)  # may carry the proxy's credentials
     allowed_download_hosts: tuple[str, ...] = ()
 
     @field_validator("base_url")
