@@ -19,6 +19,7 @@ import os
 import selectors
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,6 +29,10 @@ HOME = BASE / ".airflow-demo"
 OUTPUT = BASE / "demo_output"
 DAG_ID = "example_videoquery_download"
 DEMO_KEY = "sk-demo-not-a-real-key"
+
+# dag.test() talks to Airflow's in-process API through starlette's TestClient, which warns that it
+# wants httpx2: Airflow's internals, nothing a user of the demo can act on.
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
 
 os.environ.update(
     {

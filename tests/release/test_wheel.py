@@ -129,5 +129,6 @@ def test_the_demo_runs_from_the_installed_wheel(dist: Path, tmp_path: Path) -> N
     assert "DAG run success" in output
     assert "runs its trigger inline" in output
     assert "MP4 signature ok" in output
+    assert "Deprecat" not in output  # nothing a demo user cannot act on
     stored = next((tmp_path / "demo" / "demo_output").glob("*.mp4"))
     assert stored.read_bytes()[4:8] == b"ftyp"
