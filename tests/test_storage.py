@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,6 +85,10 @@ def existing_file(tmp_path: Path, data: bytes) -> Path:
     existing = folder_of(tmp_path) / safe_file_name(TASK)
     existing.write_bytes(data)
     return existing
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 @contextmanager
@@ -549,6 +554,35 @@ def test_chunked_body_without_length_is_read_in_blocks(tmp_path: Path) -> None:
     assert stored.size == len(body)
     assert stored.sha256 == sha(body)
     assert (folder_of(tmp_path) / stored.path.name).read_bytes() == body
+
+
+def test_ipv6_literal_url_on_the_default_port_is_fetched(tmp_path: Path) -> None:
+    """A video URL on an IPv6 literal without a port (``http://[::1]/…``) reaches that host on port
+    80: http.client alone would read ``::1`` as host ``:`` port 1."""
+    body = b"\x00\x00\x00\x20ftypisom" + bytes(range(256)) * 64
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    try:
+        server = _IPv6Server(("::1", 80), Handler)
+    except OSError as err:  # not root, port 80 taken, or no IPv6 loopback
+        pytest.skip(f"cannot serve on [::1]:80 here: {err}")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        stored = store_url("http://[::1]/v.mp4", target(tmp_path), DownloadSettings(retry=FAST_RETRY))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert stored.sha256 == sha(body)
 
 
 class _WatchedSha256:

@@ -94,13 +94,15 @@ class BlockTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url, timeouts = request.url, request.extensions.get("timeout", {})
+        # An explicit port always: http.client reads a bare IPv6 literal ("::1") as host ":" port 1.
+        port = url.port or (443 if url.scheme == "https" else 80)
         connection: http.client.HTTPConnection
         if url.scheme == "https":
             connection = http.client.HTTPSConnection(
-                url.host, url.port, timeout=timeouts.get("connect"), context=self._tls
+                url.host, port, timeout=timeouts.get("connect"), context=self._tls
             )
         elif url.scheme == "http":
-            connection = http.client.HTTPConnection(url.host, url.port, timeout=timeouts.get("connect"))
+            connection = http.client.HTTPConnection(url.host, port, timeout=timeouts.get("connect"))
         else:
             raise httpx.UnsupportedProtocol(f"Request URL has an unsupported protocol '{url.scheme}://'.")
         try:
