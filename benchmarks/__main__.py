@@ -13,9 +13,10 @@ import platform
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from benchmarks import download, parse, waits
+from benchmarks import download, parse, task_download, waits
 from benchmarks._common import Server, emulator, moto_s3, raise_fd_limit
 
 MiB = download.MiB
@@ -31,7 +32,9 @@ def _ints(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    p.add_argument("--only", default="waits,download,parse", help="comma list of waits, download, parse")
+    p.add_argument(
+        "--only", default="waits,download,task,parse", help="comma list of waits, download, task, parse"
+    )
     p.add_argument("--sizes", type=_ints, default=[100, 1000, 10000], help="concurrent waits per run")
     p.add_argument(
         "--sides", default=",".join(waits.SIDES), help="comma list of aiohttp, trigger, httpx, trigger+freeze"
@@ -41,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file-size", type=int, default=1024 * MiB, help="bytes downloaded to file://")
     p.add_argument("--s3-size", type=int, default=256 * MiB, help="bytes downloaded to S3 (0 = skip)")
     p.add_argument("--repeat", type=int, default=2, help="download rounds (best throughput is kept)")
+    p.add_argument("--task-size", type=int, default=1024 * MiB, help="bytes stored by airflow dags test")
+    p.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a folder with another airflow_provider_videoquery (git archive): its task and provider "
+        "sides run too, in the same rounds",
+    )
     p.add_argument("--parses", type=int, default=20000, help="parses per seed and batch")
     p.add_argument("--json", default=None, help="also write every raw result to this file")
     return p
@@ -66,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
             s3: Server | None = stack.enter_context(moto_s3()) if args.s3_size else None
             results["download"] = download.run(
                 emu.url, args.file_size, args.s3_size or None, s3.url if s3 else None, args.repeat, _log
+            )
+        if "task" in only:
+            stack.close()
+            emu = stack.enter_context(emulator())
+            results["task"] = task_download.run(
+                emu.url, args.task_size, args.repeat, _log, before=args.before
             )
     results["total_s"] = time.perf_counter() - started
     print(render(results))
@@ -155,6 +172,29 @@ def render(results: dict[str, Any]) -> str:
         ]
         header = ["target", "side", "MiB", "wall s", "MB/s", "x curl", "peak RSS MiB", "note"]
         lines += _table(header, rows)
+    if "task" in results:
+        lines += [
+            "",
+            "Through a real task (best of the rounds; wall = store_url, in the task for task sides)",
+        ]
+        rows = [
+            [
+                r["side"],
+                _fmt(r["bytes"] / MiB if r.get("bytes") else None, ".0f"),
+                _fmt(r.get("wall_s"), ".2f"),
+                _fmt(r.get("mb_per_s"), ".0f"),
+                _fmt(r.get("vs_curl"), ".2f"),
+                _fmt(r.get("vs_curl_sha256"), ".2f"),
+                _fmt(r.get("vs_provider"), ".2f"),
+                _fmt(r.get("cpu_s"), ".2f"),
+                _fmt(r.get("fsync_s"), ".2f"),
+                _fmt(r.get("command_s"), ".1f"),
+                r.get("error", "")[-160:],
+            ]
+            for r in results["task"]
+        ]
+        header = ["side", "MiB", "wall s", "MB/s", "x curl", "x curl+sha256", "x provider", "CPU s"]
+        lines += _table([*header, "fsync s", "command s", "note"], rows)
     if "parse" in results:
         lines += ["", "Parsing (models.parse_task, best of 3 batches)"]
         rows = [

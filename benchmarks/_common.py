@@ -161,10 +161,16 @@ def admin(url: str, path: str, body: object | None = None, timeout: float = 60.0
         return json.loads(answer.read())
 
 
-def run_worker(module: str, args: Sequence[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
-    """Run ``python -m module args`` in a fresh process; its last stdout line is a JSON result."""
+def run_worker(
+    module: str, args: Sequence[str], env: dict[str, str], timeout: float, cwd: Path | None = None
+) -> dict[str, Any]:
+    """Run ``python -m module args`` in a fresh process; its last stdout line is a JSON result.
+
+    ``cwd``: where it runs (``-m`` puts that folder first on ``sys.path``, before ``PYTHONPATH``)."""
     argv = [sys.executable, "-m", module, *args]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd
+    )
     try:
         out, err = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -177,6 +183,30 @@ def run_worker(module: str, args: Sequence[str], env: dict[str, str], timeout: f
         return {"error": f"worker exited {process.returncode}: {' | '.join(tail)}"}
     result: dict[str, Any] = json.loads(lines[-1])
     return result
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) of each live thread of this process, by thread name (Linux)."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    spent: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+                name = f"{names.get(int(tid), 'native')} ({tid})"
+                spent[name] = (int(fields[11]) + int(fields[12])) / ticks
+    return spent
+
+
+def thread_cpu_delta(before: dict[str, float], total: float) -> dict[str, float]:
+    """Per-thread CPU since ``before`` for the threads alive at both ends; ``ended``: the rest of
+    ``total`` (the process CPU meanwhile), i.e. threads that started and ended in between."""
+    after = thread_cpu()
+    delta = {name: after[name] - spent for name, spent in before.items() if name in after}
+    delta = {name: round(seconds, 3) for name, seconds in delta.items() if seconds > 0}
+    delta["ended"] = round(total - sum(delta.values()), 3)
+    return delta
 
 
 def emit(result: dict[str, Any]) -> None:

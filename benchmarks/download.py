@@ -35,6 +35,8 @@ from benchmarks._common import (
     raise_fd_limit,
     run_worker,
     scratch_dir,
+    thread_cpu,
+    thread_cpu_delta,
     worker_env,
 )
 
@@ -126,18 +128,39 @@ _WORKER_SIDES = {"provider": _provider, "httpx-raw": _httpx_raw, "boto3": _boto3
 
 def measure(side: str, url: str, dest: str, gateway: str) -> dict[str, Any]:
     go = _WORKER_SIDES[side](url, dest, gateway)
+    fsync_s = _time_fsync()
     baseline = peak_rss_bytes()
-    started = time.perf_counter()
+    threads = thread_cpu()
+    started, cpu = time.perf_counter(), time.process_time()
     size = go()
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     return {
         "side": side,
         "bytes": size,
         "wall_s": wall,
+        "cpu_s": cpu,
+        "thread_cpu_s": thread_cpu_delta(threads, cpu),
+        "fsync_s": fsync_s[0],
         "mb_per_s": size / wall / 1e6,
         "baseline_rss_mb": baseline / MiB,
         "peak_rss_above_baseline_mb": (peak_rss_bytes() - baseline) / MiB,
     }
+
+
+def _time_fsync() -> list[float]:
+    """Add up the seconds spent in ``os.fsync`` from now on (the durability the provider pays)."""
+    spent = [0.0]
+    real = os.fsync
+
+    def fsync(fd: Any) -> None:
+        started = time.perf_counter()
+        try:
+            real(fd)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    os.fsync = fsync
+    return spent
 
 
 def curl(url: str, path: Path, timeout: float, checksum: bool = False) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import download, parse, waits
+from benchmarks import download, parse, task_download, waits
 from benchmarks.__main__ import render
 from benchmarks._common import emulator, moto_s3
 
@@ -58,6 +58,21 @@ def test_download_file_and_s3() -> None:
         assert _positive(r["mb_per_s"]), r
         if not r["side"].startswith("curl"):
             assert r["peak_rss_above_baseline_mb"] >= 0, r
+
+
+@pytest.mark.timeout(60)
+def test_task_download_harness_without_airflow() -> None:
+    """The sides that need no ``airflow dags test`` (that one takes ~30 s: ``make bench`` runs it)."""
+    with emulator() as emu:
+        results = task_download.run(emu.url, 4 * MiB, 1, log=lambda _: None, sides=("curl", "provider"))
+    assert [r["side"] for r in results] == ["curl", "provider"]
+    for r in results:
+        assert "error" not in r, r
+        assert r["bytes"] == 4 * MiB, r
+        assert _positive(r["mb_per_s"]), r
+    assert results[1]["cpu_s"] >= 0, results[1]
+    assert results[1]["fsync_s"] > 0, results[1]
+    assert "provider" in render({"machine": {"cpus": 1, "cpu": "x", "python": "3"}, "task": results})
 
 
 def test_parse_every_seed() -> None:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from airflow_provider_videoquery.emulator import Emulator
-from airflow_provider_videoquery.storage import store_url
+from airflow_provider_videoquery.storage import store_url, writeback
 from airflow_provider_videoquery.storage.sinks import PART_NAME, STALE_PART_AGE
-from tests.test_storage import folder_of, listing, settings_for, target, video_task
+from tests.test_storage import MiB, folder_of, listing, settings_for, target, video_task
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,6 +50,51 @@ def test_the_file_is_fsynced_before_the_rename_and_the_folder_after(
     assert (moved_from, moved_to) == (synced, final)
     assert folder == str(folder_of(tmp_path))
     assert Path(final).read_bytes() == emulator.expected_video("veo3.1-fast:1764522552-Ab3dE9fGh1")
+
+
+def test_the_file_is_handed_to_the_kernel_for_write_out_as_it_is_written(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each finished stretch is written out while the download goes on, so the fsync has little left."""
+    events: list[tuple[str, int, int]] = []
+    real_start, real_fsync = writeback.start_writeback, os.fsync
+
+    def start(fd: int, offset: int, length: int) -> bool:
+        assert os.fstat(fd).st_size >= offset + length  # only bytes already handed to the file
+        events.append(("writeback", offset, length))
+        return real_start(fd, offset, length)
+
+    def fsync(fd: Any) -> None:
+        events.append(("fsync", 0, 0))
+        real_fsync(fd)
+
+    monkeypatch.setattr(writeback, "WRITEBACK_STEP", 2 * MiB)
+    monkeypatch.setattr(writeback, "start_writeback", start)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    url = video_task(emulator, size=7 * MiB + 5)
+    stored = store_url(url, target(tmp_path), settings_for(emulator))
+
+    assert events[:4] == [
+        ("writeback", 0, 2 * MiB),
+        ("writeback", 2 * MiB, 2 * MiB),
+        ("writeback", 4 * MiB, 2 * MiB),
+        ("fsync", 0, 0),  # the rest (1 MiB + 5 bytes) is left to the fsync, which stays
+    ]
+    assert (folder_of(tmp_path) / stored.path.name).read_bytes() == emulator.expected_video(
+        "veo3.1-fast:1764522552-Ab3dE9fGh1"
+    )
+
+
+@pytest.mark.skipif(os.uname().sysname != "Linux", reason="sync_file_range is Linux's")
+def test_start_writeback_reaches_the_kernel_on_linux(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    with open(path, "wb") as out:
+        out.write(b"x" * 65536)
+        out.flush()
+        assert writeback.start_writeback(out.fileno(), 0, 65536) is True
+    assert writeback.start_writeback(-1, 0, 1) is False  # a hint the kernel refuses is just not given
+    assert path.read_bytes() == b"x" * 65536
 
 
 def _aged(path: Path, seconds: float, directory: bool = False) -> Path:

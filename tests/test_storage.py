@@ -529,6 +529,25 @@ def test_download_client_reads_in_blocks_unless_a_proxy_is_configured(
         assert not isinstance(client._transport.transport_for(cdn), BlockTransport)  # httpx's own
 
 
+def test_plain_http_downloads_load_no_certificates(
+    emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TLS context (the CA bundle, ~50 ms) is made at the first https request, never for http."""
+    made: list[Any] = []
+    real = httpx.create_ssl_context
+
+    def create(*args: Any, **kwargs: Any) -> Any:
+        made.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(httpx, "create_ssl_context", create)
+    store_url(video_task(emulator), target(tmp_path), settings_for(emulator))
+    assert made == []
+    transport = BlockTransport(verify_ssl=False)
+    assert transport.tls_context() is transport.tls_context()
+    assert made == [{"verify": False}]
+
+
 def test_chunked_body_without_length_is_read_in_blocks(tmp_path: Path) -> None:
     """The block transport also decodes chunked bodies (no Content-Length: no size known up front)."""
     body = b"\x00\x00\x00\x20ftypisom" + bytes(range(256)) * (12 * 1024)

@@ -37,6 +37,7 @@ from airflow.sdk import ObjectStoragePath
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile
 
+from airflow_provider_videoquery.storage import writeback
 from airflow_provider_videoquery.storage.multipart import MultipartUpload
 from airflow_provider_videoquery.storage.paths import object_uri
 
@@ -161,15 +162,25 @@ def _output(path: ObjectStoragePath) -> _Output:
 
 
 class _LocalFile:
-    """A local file written in :data:`LOCAL_WRITE_SIZE` slices; the caller removes it on discard."""
+    """A local file written in :data:`LOCAL_WRITE_SIZE` slices, handed to the kernel for write-out every
+    :data:`~.writeback.WRITEBACK_STEP` bytes (:mod:`.writeback`); the caller removes it on discard."""
 
     def __init__(self, fs: LocalFileSystem, path: ObjectStoragePath) -> None:
         fs.makedirs(path.parent.path, exist_ok=True)
         self._file: Any = fs.open(path.path, "wb")
+        self._written = 0
+        self._unsynced_from = 0
 
     def write(self, block: memoryview) -> None:
         for start in range(0, len(block), LOCAL_WRITE_SIZE):
             self._file.write(block[start : start + LOCAL_WRITE_SIZE])
+        self._written += len(block)
+        if self._written - self._unsynced_from >= writeback.WRITEBACK_STEP:
+            self._file.flush()
+            writeback.start_writeback(
+                self._file.fileno(), self._unsynced_from, self._written - self._unsynced_from
+            )
+            self._unsynced_from = self._written
 
     def close(self) -> None:
         """Write out and fsync before the caller renames the file into place."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from typing import NoReturn
 
@@ -90,7 +91,15 @@ class BlockTransport(httpx.BaseTransport):
     """HTTP/1.1 over one ``http.client`` connection per request, closed with its response."""
 
     def __init__(self, verify_ssl: bool = True) -> None:
-        self._tls = httpx.create_ssl_context(verify=verify_ssl)
+        self._verify_ssl = verify_ssl
+        self._tls: ssl.SSLContext | None = None
+
+    def tls_context(self) -> ssl.SSLContext:
+        """Made at the first https request: loading the CA bundle costs ~50 ms (up to a second on a
+        busy machine) that a plain-http download (a local gateway, a proxy-less LAN) never needs."""
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context(verify=self._verify_ssl)
+        return self._tls
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url, timeouts = request.url, request.extensions.get("timeout", {})
@@ -99,7 +108,7 @@ class BlockTransport(httpx.BaseTransport):
         connection: http.client.HTTPConnection
         if url.scheme == "https":
             connection = http.client.HTTPSConnection(
-                url.host, port, timeout=timeouts.get("connect"), context=self._tls
+                url.host, port, timeout=timeouts.get("connect"), context=self.tls_context()
             )
         elif url.scheme == "http":
             connection = http.client.HTTPConnection(url.host, port, timeout=timeouts.get("connect"))
