@@ -43,6 +43,7 @@ RUN_ID = "e2e_run_1"
 POLLS = 4
 WATCHED_TASK = "veo3.1-fast:e2e-watched-0001"
 WATCHED_SIZE = 2 * 1024 * 1024 + 7  # several 64 KiB chunks, not a round number
+SIGNATURE = "E2E-SIGNATURE-5f1c"
 #: Bounds on each phase (the machine is small and shared: generous, but never unbounded).
 PARSE_TIMEOUT = 180.0
 RUN_TIMEOUT = 240.0
@@ -105,8 +106,11 @@ def test_deferred_waits_run_in_a_real_triggerer(tmp_path: Path) -> None:
     destination = tmp_path / "videos"
     began = time.monotonic()
     with Emulator.run(tmp_path / "emulator.log", "--api-key", api_key, "--polls", str(POLLS)) as emu:
+        # A signed URL, as sora's: the signature must reach no log (the triggerer logs every event).
+        signed = f"{emu.url}/videos/{WATCHED_TASK.replace(':', '_')}.mp4?se=2026-12-06&sig={SIGNATURE}"
         watched = emu.admin(
-            "/_emulator/tasks", {"id": WATCHED_TASK, "scenario": {"video_size": WATCHED_SIZE}}
+            "/_emulator/tasks",
+            {"id": WATCHED_TASK, "scenario": {"video_size": WATCHED_SIZE, "video_url": signed}},
         )
         # In the metadata DB, not an AIRFLOW_CONN_* variable: a trigger resolves environment
         # connections inside its own process, so only a stored one goes through the triggerer's
@@ -217,6 +221,11 @@ def _check(
     assert any(emu.url in text for text in logs.values())  # the scan sees what the provider logs
     leaked = [str(path.relative_to(cluster.home)) for path, text in logs.items() if api_key in text]
     assert not leaked, f"the API key is in {leaked}"
+    # Nor the signed URL's query string, though the URL itself is logged ("Stored … from <URL>").
+    assert SIGNATURE in watched_url
+    assert any(watched_url.split("?")[0] in text for text in logs.values())
+    signed = [str(path.relative_to(cluster.home)) for path, text in logs.items() if SIGNATURE in text]
+    assert not signed, f"a signed URL's query string is in {signed}"
     for db_file in cluster.home.glob("airflow.db*"):
         assert api_key.encode() not in db_file.read_bytes(), f"the API key is in {db_file.name}"
 
