@@ -3,7 +3,6 @@ a run of the example DAG that names no task."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +82,8 @@ def test_the_example_dag_without_a_task_id_fails_at_once(
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    started = time.monotonic()
-
     result = run_dag(load_dag("example_videoquery_sensor"), capsys)  # the param's default: ""
 
     assert result.states == {"wait_for_video": "failed"}
-    assert time.monotonic() - started < 30  # not the 60 s "not known yet" grace
     assert "video_task_id is ''" in result.output + caplog.text
-    assert emulator.requests == []
+    assert emulator.requests == []  # failed before the first poll: no 60 s "not known yet" grace
