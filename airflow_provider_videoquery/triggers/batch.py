@@ -150,6 +150,7 @@ class _Wave:
         self.next_slot = 0.0
         self.paused_until = 0.0
         self.failures_in_a_row = 0
+        self.refused = False
         now = time.time()
         # The first polls spread over what the budget allows for one round.
         spread = min(trigger.poll_interval, len(self.watches) / max(trigger.max_polls_per_second, 0.001))
@@ -188,9 +189,7 @@ class _Wave:
         now = time.time()
         if len(self.finished) == len(self.watches) and (self.watches or self._woken(now)):
             return True
-        if any(
-            outcome.get("error_type") == VideoQueryAuthError.__name__ for outcome in self.finished.values()
-        ):
+        if self.refused:  # every poll would fail the same way
             return True
         if len(self.finished) >= self.t.fire_after:
             return True
@@ -272,6 +271,7 @@ class _Wave:
             "message": None if succeeded else event["message"],
             "error_type": event.get("error_type"),
         }
+        self.refused = self.refused or event.get("error_type") == VideoQueryAuthError.__name__
         self.watches[task_id].last = None  # nothing more is read from it
         if self.first_finished_at is None:
             self.first_finished_at = time.time()
