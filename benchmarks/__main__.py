@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks import download, parse, task_download, waits
+from benchmarks import batch, download, parse, task_download, waits
 from benchmarks._common import Server, emulator, moto_s3, raise_fd_limit
 
 MiB = download.MiB
@@ -33,7 +33,9 @@ def _ints(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument(
-        "--only", default="waits,download,task,parse", help="comma list of waits, download, task, parse"
+        "--only",
+        default="waits,batch,download,task,parse",
+        help="comma list of waits, batch, download, task, parse",
     )
     p.add_argument("--sizes", type=_ints, default=[100, 1000, 10000], help="concurrent waits per run")
     p.add_argument(
@@ -52,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a folder with another airflow_provider_videoquery (git archive): its task and provider "
         "sides run too, in the same rounds",
     )
+    p.add_argument("--batch-sizes", type=_ints, default=[10000], help="waits by one VideoBatchTrigger")
+    p.add_argument("--batch-videos", type=int, default=1000, help="videos end to end (0 = skip)")
     p.add_argument("--parses", type=int, default=20000, help="parses per seed and batch")
     p.add_argument("--json", default=None, help="also write every raw result to this file")
     return p
@@ -71,6 +75,13 @@ def main(argv: list[str] | None = None) -> int:
             emu = stack.enter_context(emulator(polls=waits.POLLS_TO_COMPLETE))
             sides = [s.strip() for s in args.sides.split(",") if s.strip()]
             results["waits"] = waits.run(emu.url, args.sizes, sides, args.httpx_max, args.budget, _log)
+            stack.close()
+        if "batch" in only:
+            emu = stack.enter_context(emulator(polls=waits.POLLS_TO_COMPLETE))
+            sides = ["aiohttp", "trigger", "batch"]
+            results["batch"] = batch.run_waits(emu.url, args.batch_sizes, sides, args.budget, _log)
+            if args.batch_videos:
+                results["batch"] += batch.run_e2e(emu.url, args.batch_videos, _log)
             stack.close()
         if "download" in only:
             emu = stack.enter_context(emulator())
@@ -122,6 +133,36 @@ def _table(header: list[str], rows: list[list[str]]) -> Iterator[str]:
         yield "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
 
 
+def _waits_table(waits_results: list[dict[str, Any]]) -> list[str]:
+    """One row per (N, side); x floor = CPU per poll over bare aiohttp's at the same N."""
+    floor = {r["n"]: r.get("cpu_ms_per_poll") for r in waits_results if r.get("side") == "aiohttp"}
+    rows = []
+    for r in waits_results:
+        note = r.get("skipped") or r.get("error") or ("CAPPED at budget" if r.get("capped") else "")
+        if r.get("failures"):
+            note = (note + " failures: " + "; ".join(r["failures"])).strip()
+        note = note[-160:]
+        cpu, base = r.get("cpu_ms_per_poll"), floor.get(r["n"])
+        rows.append(
+            [
+                str(r["n"]),
+                r["side"],
+                _fmt(r.get("interval"), ".1f"),
+                _fmt(r.get("wall_s"), ".1f"),
+                _fmt(r.get("polls"), "d"),
+                _fmt(cpu, ".2f"),
+                _fmt(cpu / base if cpu and base else None, ".1f"),
+                _fmt(r.get("rss_kb_per_wait"), ".1f"),
+                _fmt(r.get("worst_lag_ms"), ".0f"),
+                _fmt(r.get("gc_worst_ms"), ".0f"),
+                _fmt(r.get("worst_lag_ex_gc_ms"), ".0f"),
+                note,
+            ]
+        )
+    header = ["N", "side", "interval s", "wall s", "polls", "CPU ms/poll", "x floor", "KB/wait"]
+    return list(_table([*header, "worst lag ms", "worst GC ms", "lag ex-GC ms", "note"], rows))
+
+
 def render(results: dict[str, Any]) -> str:
     lines = [
         f"machine: {results['machine']['cpus']} x {results['machine']['cpu']}, "
@@ -129,32 +170,29 @@ def render(results: dict[str, Any]) -> str:
     ]
     if "waits" in results:
         lines += ["", "Waiting at scale (4 polls per wait; x floor = CPU per poll / bare aiohttp's, same N)"]
-        floor = {r["n"]: r.get("cpu_ms_per_poll") for r in results["waits"] if r.get("side") == "aiohttp"}
-        rows = []
-        for r in results["waits"]:
-            note = r.get("skipped") or r.get("error") or ("CAPPED at budget" if r.get("capped") else "")
-            if r.get("failures"):
-                note = (note + " failures: " + "; ".join(r["failures"])).strip()
-            note = note[-160:]
-            cpu, base = r.get("cpu_ms_per_poll"), floor.get(r["n"])
-            rows.append(
+        lines += _waits_table(results["waits"])
+    if "batch" in results:
+        lines += ["", "Batches: waits by one VideoBatchTrigger beside VideoTaskTriggers and the floor"]
+        waited = [r for r in results["batch"] if r.get("side") in ("aiohttp", "trigger", "batch")]
+        lines += _waits_table(waited)
+        ends = [r for r in results["batch"] if r.get("side") in ("operator", "curl")]
+        if ends:
+            title = "Batches: videos end to end through VideoBatchOperator (dag.test()), downloads vs curl"
+            lines += ["", title]
+            rows = [
                 [
-                    str(r["n"]),
                     r["side"],
-                    _fmt(r.get("interval"), ".1f"),
+                    _fmt(r.get("n"), "d"),
                     _fmt(r.get("wall_s"), ".1f"),
-                    _fmt(r.get("polls"), "d"),
-                    _fmt(cpu, ".2f"),
-                    _fmt(cpu / base if cpu and base else None, ".1f"),
-                    _fmt(r.get("rss_kb_per_wait"), ".1f"),
-                    _fmt(r.get("worst_lag_ms"), ".0f"),
-                    _fmt(r.get("gc_worst_ms"), ".0f"),
-                    _fmt(r.get("worst_lag_ex_gc_ms"), ".0f"),
-                    note,
+                    _fmt(r.get("peak_rss_mb"), ".0f"),
+                    _fmt(r.get("store_s"), ".1f"),
+                    _fmt(r.get("store_mb_per_s") or r.get("mb_per_s"), ".0f"),
+                    (r.get("error") or r.get("state") or "")[-160:],
                 ]
-            )
-        header = ["N", "side", "interval s", "wall s", "polls", "CPU ms/poll", "x floor", "KB/wait"]
-        lines += _table([*header, "worst lag ms", "worst GC ms", "lag ex-GC ms", "note"], rows)
+                for r in ends
+            ]
+            header = ["side", "videos", "wall s", "peak RSS MiB", "store s", "MB/s stored", "note"]
+            lines += _table(header, rows)
     if "download" in results:
         lines += ["", "Download (best of the rounds; peak RSS above the process's RSS after imports)"]
         rows = [

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import download, parse, task_download, waits
+from benchmarks import batch, download, parse, task_download, waits
 from benchmarks.__main__ import render
 from benchmarks._common import emulator, moto_s3
 
@@ -35,6 +35,23 @@ def test_waits_all_sides_complete() -> None:
         assert r["worst_lag_ms"] >= 0, r
         assert 0 <= r["worst_lag_ex_gc_ms"] <= r["worst_lag_ms"], r  # GC pauses only ever take lag away
     assert "trigger" in render({"machine": {"cpus": 1, "cpu": "x", "python": "3"}, "waits": results})
+
+
+@pytest.mark.timeout(90)
+def test_batch_waits_beside_the_triggers_and_the_floor() -> None:
+    with emulator(polls=waits.POLLS_TO_COMPLETE) as emu:
+        results = batch.run_waits(
+            emu.url, [20], ["aiohttp", "trigger", "batch"], budget=30, log=lambda _: None
+        )
+    assert [r["side"] for r in results] == ["aiohttp", "trigger", "batch"]
+    for r in results:
+        assert "error" not in r, r
+        assert r["completed"] == 20, r
+        assert not r["failures"], r
+        assert r["polls"] == 20 * waits.POLLS_TO_COMPLETE, r  # one trigger, the same polls as twenty
+        assert _positive(r["cpu_ms_per_poll"]), r
+    machine = {"cpus": 1, "cpu": "x", "python": "3"}
+    assert "batch" in render({"machine": machine, "batch": results})
 
 
 @pytest.mark.timeout(90)

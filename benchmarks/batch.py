@@ -1,0 +1,273 @@
+"""Batches: N waits by one ``VideoBatchTrigger`` beside N ``VideoTaskTrigger``s and the bare aiohttp floor,
+and 1,000 videos end to end through ``VideoBatchOperator`` with its downloads against ``curl``.
+
+* waits: the harness of :mod:`benchmarks.waits` (same emulator, interval, ticker, GC watch, RSS sample);
+  the ``batch`` side is one trigger polling every task within one budget (a rate equal to what the other
+  sides ask for, 64 polls in flight) and firing once all finished;
+* end to end: ``dag.test()`` of ``example_dags/example_videoquery_batch.py`` in a fresh process against
+  the emulator in another (each video done on its 2nd poll), wall time and peak RSS of that process; the
+  time the operator spent storing, and ``curl --parallel`` fetching the same URLs into files with as many
+  transfers at once.
+
+Workers: ``python -m benchmarks.batch --side batch --n 10000 --interval 20 --url URL`` and
+``python -m benchmarks.batch --side e2e --n 1000 --url URL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks import waits
+from benchmarks._common import (
+    REPO,
+    admin,
+    connection_json,
+    emit,
+    peak_rss_bytes,
+    raise_fd_limit,
+    rss_bytes,
+    run_worker,
+    scratch_dir,
+    worker_env,
+)
+
+#: Polls in flight for the batch trigger (the shared client's connection limit).
+IN_FLIGHT = 64
+E2E_VIDEO_BYTES = 1024 * 1024
+E2E_PARALLEL = 4
+
+
+# -- waits ------------------------------------------------------------------------------------------
+
+
+async def measure_batch(n: int, interval: float, url: str, budget: float) -> dict[str, Any]:
+    """N waits by one VideoBatchTrigger, measured like :func:`benchmarks.waits.measure`."""
+    from airflow_provider_videoquery.hooks._http import ClientKey
+    from airflow_provider_videoquery.hooks.videoquery import _shared_clients
+    from airflow_provider_videoquery.triggers.batch import VideoBatchTrigger
+
+    lease = _shared_clients.acquire(ClientKey(verify_ssl=True, proxy=None))
+
+    async def batch_of(ids: list[str]) -> dict[str, Any]:
+        now = time.time()
+        trigger = VideoBatchTrigger(
+            tasks={task_id: [now, now + 3600] for task_id in ids},
+            fire_after=len(ids),
+            fire_hold=3600,
+            poll_interval=interval,
+            max_in_flight=IN_FLIGHT,
+            max_polls_per_second=1.2 * max(len(ids) / interval, 1.0),
+            progress_interval=3600,
+        )
+        event = await anext(trigger.run())
+        payload: dict[str, Any] = event.payload
+        return payload
+
+    await batch_of([waits._WARMUP_ID])  # imports, the client: before the baseline
+    base_polls = await asyncio.to_thread(waits._polls, url)
+    gc.collect()
+    probe = waits._Probe(n=n, base_polls=base_polls)
+    baseline_rss = rss_bytes()
+    cpu0, started = time.process_time(), time.perf_counter()
+    gc_watch = waits._GcWatch()
+    gc.callbacks.append(gc_watch)
+    watchers = [
+        asyncio.create_task(waits._ticker(probe, started, gc_watch)),
+        asyncio.create_task(waits._sampler(probe, url, started)),
+    ]
+    capped, failures = False, []
+    try:
+        async with asyncio.timeout(budget):
+            event = await batch_of(waits.task_ids(n))
+        outcomes = event.get("finished", {})
+        failures = [o["message"] for o in outcomes.values() if o["status"] != "success"][:3]
+        probe.done = len(outcomes)
+    except TimeoutError:
+        capped = True
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    gc.callbacks.remove(gc_watch)
+    probe.stop = True
+    await asyncio.gather(*watchers, return_exceptions=True)
+    await _shared_clients.release(lease)
+    polls = await asyncio.to_thread(waits._polls, url) - base_polls
+    return {
+        "side": "batch",
+        "n": n,
+        "interval": interval,
+        "wall_s": wall,
+        "polls": polls,
+        "cpu_s": cpu,
+        "cpu_ms_per_poll": 1000 * cpu / polls if polls else None,
+        "rss_kb_per_wait": (probe.waiting_rss - baseline_rss) / 1024 / n if probe.waiting_rss else None,
+        "worst_lag_ms": 1000 * probe.worst_lag,
+        "worst_lag_at_s": probe.worst_lag_at,
+        "worst_lag_ex_gc_ms": 1000 * probe.worst_lag_ex_gc,
+        "gc_worst_ms": 1000 * gc_watch.worst,
+        "gc_total_s": gc_watch.total,
+        "gc_full": gc_watch.full,
+        "first_round_s": probe.first_round_at,
+        "completed": 0 if capped else probe.done - len(failures),
+        "capped": capped,
+        "failures": failures,
+    }
+
+
+def run_waits(
+    url: str, sizes: list[int], sides: list[str], budget: float, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    """Every (N, side): ``batch`` here, ``aiohttp`` and ``trigger`` through :mod:`benchmarks.waits`."""
+    results: list[dict[str, Any]] = []
+    env = worker_env(AIRFLOW_CONN_VIDEOQUERY_DEFAULT=connection_json(url, timeout=120))
+    for n in sizes:
+        interval = waits.interval_for(n)
+        for side in sides:
+            if side != "batch":
+                results += waits.run(url, [n], [side], 0, budget, log)
+                continue
+            _load_tasks(url, n)
+            log(f"batch waits: batch N={n} interval={interval:.1f}s …")
+            args = ["--side", "batch", "--n", str(n), "--interval", str(interval), "--url", url]
+            result = run_worker("benchmarks.batch", [*args, "--budget", str(budget)], env, budget + 120)
+            results.append({"side": "batch", "n": n, **result})
+    return results
+
+
+def _load_tasks(url: str, n: int) -> None:
+    admin(url, "/_emulator/reset", {})
+    tasks: list[dict[str, Any]] = [{"id": task_id} for task_id in waits.task_ids(n)]
+    tasks.append({"id": waits._WARMUP_ID, "scenario": {"polls_to_complete": 1}})
+    admin(url, "/_emulator/tasks", {"tasks": tasks})
+
+
+# -- 1,000 videos end to end ------------------------------------------------------------------------
+
+
+def measure_e2e(n: int, url: str) -> dict[str, Any]:
+    """``dag.test()`` of the batch example over ``n`` prompts; the store phases timed inside the operator."""
+    from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+
+    stored = {"seconds": 0.0, "videos": 0}
+    original = VideoBatchOperator._store
+
+    def timed(self: VideoBatchOperator, to_store: list[Any], *args: Any) -> None:
+        started = time.perf_counter()
+        original(self, to_store, *args)
+        stored["seconds"] += time.perf_counter() - started
+        stored["videos"] += len(to_store)
+
+    VideoBatchOperator._store = timed  # type: ignore[method-assign]
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    spec = importlib.util.spec_from_file_location(
+        "example", REPO / "example_dags" / "example_videoquery_batch.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    dag = example.dag
+    batch = dag.get_task("batch")
+    batch.poll_interval = 0.5  # the emulator finishes a video on its 2nd poll
+    batch.max_polls_per_second = 200
+    batch.creates_per_second = 0
+    batch.max_parallel_downloads = E2E_PARALLEL
+    folder = scratch_dir()
+    try:
+        started = time.perf_counter()
+        run = dag.test(run_conf={"count": n, "folder": str(folder)})
+        wall = time.perf_counter() - started
+        videos = sorted((folder / "videos").glob("*.mp4"))
+        total = sum(path.stat().st_size for path in videos)
+        ids = [json.loads(line)["video_task_id"] for line in (folder / "videos" / "manifest.jsonl").open()]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {
+        "side": "operator",
+        "n": n,
+        "state": str(run.state),
+        "videos": len(videos),
+        "wall_s": wall,
+        "peak_rss_mb": peak_rss_bytes() / 1024 / 1024,
+        "store_s": stored["seconds"],
+        "store_mb_per_s": total / 1e6 / stored["seconds"] if stored["seconds"] else None,
+        "bytes": total,
+        "ids": ids,
+    }
+
+
+def curl_parallel(url: str, ids: list[str], parallel: int) -> dict[str, Any]:
+    """``curl --parallel`` of the same videos into files, ``parallel`` transfers at once."""
+    folder = scratch_dir()
+    config = folder / "urls.txt"
+    with config.open("w") as out:
+        for number, task_id in enumerate(ids):
+            name = task_id.replace(":", "_")
+            out.write(f'url = "{url}/videos/{name}.mp4"\noutput = "{folder}/{number:05d}.mp4"\n')
+    try:
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--no-progress-meter",
+                "--fail",
+                "--parallel",
+                "--parallel-max",
+                str(parallel),
+                "-K",
+                str(config),
+            ],
+            check=True,
+            timeout=600,
+        )
+        wall = time.perf_counter() - started
+        total = sum(p.stat().st_size for p in folder.glob("*.mp4"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"side": "curl", "n": len(ids), "wall_s": wall, "bytes": total, "mb_per_s": total / 1e6 / wall}
+
+
+def run_e2e(url: str, n: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    admin(url, "/_emulator/reset", {})
+    admin(url, "/_emulator/default", {"polls_to_complete": 2, "video_size": E2E_VIDEO_BYTES})
+    env = worker_env(AIRFLOW_CONN_VIDEOQUERY_DEFAULT=connection_json(url, timeout=120))
+    env["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "example_dags")
+    log(f"batch end to end: {n} videos through VideoBatchOperator …")
+    operator = run_worker("benchmarks.batch", ["--side", "e2e", "--n", str(n), "--url", url], env, 1800)
+    ids = operator.pop("ids", [])
+    results = [operator]
+    if ids:
+        log(f"batch end to end: curl --parallel-max {E2E_PARALLEL} of the same {len(ids)} videos …")
+        results.append(curl_parallel(url, ids, E2E_PARALLEL))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.batch", description=__doc__)
+    parser.add_argument("--side", choices=("batch", "e2e"), required=True)
+    parser.add_argument("--n", type=int, required=True)
+    parser.add_argument("--interval", type=float, default=20.0)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--budget", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    raise_fd_limit()
+    if args.side == "batch":
+        emit(asyncio.run(measure_batch(args.n, args.interval, args.url, args.budget)))
+    else:
+        os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        emit(measure_e2e(args.n, args.url))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
