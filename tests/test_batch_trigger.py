@@ -140,3 +140,18 @@ def test_kwargs_are_plain_and_round_trip() -> None:
     assert json.loads(json.dumps(kwargs)) == kwargs
     assert VideoBatchTrigger(**kwargs).serialize() == (classpath, kwargs)
     assert set(kwargs["tasks"]) == {"sora-2:a", "veo3.1:b"}
+
+
+def test_a_waiting_task_keeps_no_raw_answer() -> None:
+    """10,000 waits at once: each keeps its last state for the timeout message, not the whole answer."""
+    from airflow_provider_videoquery.models import parse_task
+    from airflow_provider_videoquery.triggers.batch import _Wave
+
+    wave = _Wave(_trigger(["sora-2:a"]))
+    wave._after(
+        "sora-2:a", parse_task({"status": "processing", "progress": 40, "detail": {"x": 1}}, "sora-2:a")
+    )
+    last = wave.watches["sora-2:a"].last
+    assert last is not None
+    assert last.raw == {}
+    assert last.progress == 40
