@@ -15,10 +15,12 @@ Run with ``make test-distributed`` (it installs Redis and the Celery pieces firs
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -106,6 +108,55 @@ with DAG(
         timeout=600,
     ).expand(video_task_id=created.output)
 '''
+
+BATCH_CRASH_DAG = "videoquery_distributed_batch_crash"
+BATCH_DAG = "videoquery_distributed_batch"
+
+
+def batch_source(dag_id: str, max_active: int, **options: Any) -> str:
+    """A DAG with one VideoBatchOperator over a JSONL file of requests (``params.requests``)."""
+    extra = "".join(f"        {name}={value!r},\n" for name, value in options.items())
+    return f'''
+"""A batch of prompts in one task (tests/e2e/test_distributed.py)."""
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param
+
+from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+
+with DAG(
+    dag_id="{dag_id}",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    params={{"requests": Param("", type="string"), "destination": Param("", type="string")}},
+) as dag:
+    VideoBatchOperator(
+        task_id="batch",
+        requests="{{{{ params.requests }}}}",
+        destination="{{{{ params.destination }}}}",
+        max_active={max_active},
+        poll_interval=2,
+        retries=2,
+        retry_delay=timedelta(seconds=2),
+{extra}    )
+'''
+
+
+DAG_FILES = {
+    MAPPED_DAG: MAPPED_SOURCE,
+    # All 24 live at once: one wave, then a long store phase (slow video answers) to crash in.
+    BATCH_CRASH_DAG: batch_source(BATCH_CRASH_DAG, 24, creates_per_second=20.0, max_parallel_downloads=4),
+    BATCH_DAG: batch_source(
+        BATCH_DAG,
+        100,
+        creates_per_second=20.0,
+        max_polls_per_second=50.0,
+        max_polls_in_flight=16,
+        max_parallel_downloads=4,
+        progress_interval=30.0,
+    ),
+}
 
 
 # ---- the report ----------------------------------------------------------------------------------
@@ -227,7 +278,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             "AIRFLOW_CONN_VIDEOQUERY_DEFAULT": json.dumps(connection),
         }
         cluster = AirflowCluster.create(run_dir / "airflow", env, parallelism=8, db=pg, components=COMPONENTS)
-        (cluster.home / "dags" / f"{MAPPED_DAG}.py").write_text(MAPPED_SOURCE)
+        for dag_id, source in DAG_FILES.items():
+            (cluster.home / "dags" / f"{dag_id}.py").write_text(source)
 
         def pids() -> dict[str, int]:
             found = {name: proc.pid for name, proc in cluster.procs.items()}
@@ -241,7 +293,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         try:
             with cluster.running():
                 monitor.start()
-                for dag_id in (MAPPED_DAG,):
+                for dag_id in DAG_FILES:
                     cluster.wait_for(
                         lambda dag_id=dag_id: cluster.dag_parsed(dag_id) or _no_import_errors(cluster),
                         PARSE_TIMEOUT,
@@ -385,3 +437,127 @@ def test_triggerer_crash(deployment: Deployment) -> None:
         check_mapped_run(d, "crash", destination, count, row)
         # Back to two triggerers for the scenarios that follow.
         d.cluster.start_component(victim)
+
+
+# ---- the batch scenarios -------------------------------------------------------------------------
+def write_requests(path: Path, count: int, label: str) -> str:
+    """``count`` requests as JSONL (one object per line); return the file's URI."""
+    lines = [
+        json.dumps(
+            {"key": f"{label}-{i:04d}", "model": "veo3.1-fast", "prompt": f"{label}: a red fox, take {i}"}
+        )
+        for i in range(count)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path.as_uri()
+
+
+def check_batch(d: Deployment, dag_id: str, run_id: str, destination: Path, count: int, row: Row) -> None:
+    """The run succeeded; each request was created once; its video and manifest line are complete."""
+    state = d.cluster.wait_for_run(dag_id, run_id, RUN_TIMEOUT)
+    assert state == "success", d.cluster.task_states(dag_id, run_id)
+    stats = d.stats()
+    row.creates = int(stats["by_route"].get("create", 0))
+    videos = stored_videos(destination)
+    row.videos = len(videos)
+    assert row.creates == count, stats
+    assert len(videos) == count
+    assert not leftovers(destination)
+    lines = [json.loads(line) for line in (destination / "manifest.jsonl").read_text().splitlines() if line]
+    assert len(lines) == count
+    assert {line["status"] for line in lines} == {"succeeded"}
+    assert len({line["video_task_id"] for line in lines}) == count
+    for line in lines:
+        data = (destination / f"{line['key']}.mp4").read_bytes()
+        assert len(data) == line["bytes"]
+        assert hashlib.sha256(data).hexdigest() == line["sha256"]
+        assert data[4:8] == b"ftyp"
+
+
+def running_task(d: Deployment, dag_id: str, run_id: str) -> tuple[str, int | None, int]:
+    """(hostname, pid, try_number) of the ``batch`` task instance."""
+    rows = d.cluster.query(
+        "SELECT hostname, pid, try_number FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = ?",
+        dag_id,
+        run_id,
+        "batch",
+    )
+    host, pid, tries = rows[0]
+    return str(host), pid, int(tries)
+
+
+def kill_orphan(pid: int | None) -> bool:
+    """SIGKILL a task process a killed worker left behind (it runs in a process group of its own)."""
+    if pid is None:
+        return False
+    try:
+        group = os.getpgid(pid)
+    except ProcessLookupError:
+        return False
+    if group == os.getpgrp():
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+    return True
+
+
+def test_worker_crash_while_storing(deployment: Deployment) -> None:
+    """SIGKILL the worker running a batch while it stores: the retry completes it, each video paid once."""
+    d = deployment
+    count = 24
+    destination = d.run_dir / "videos-worker-crash"
+    with d.scenario("3 worker crash") as row:
+        d.set_scenario(polls_to_complete=3, video_size=4 * 2**20 + 7)
+        # Every video answer waits 1.5 s: storing 24 four at a time takes long enough to crash in.
+        d.emu.admin("/_emulator/faults", {"kind": "slow_headers", "route": "video", "delay": 1.5})
+        uri = write_requests(d.run_dir / "requests-crash.jsonl", count, "crash")
+        trigger_run(d, BATCH_CRASH_DAG, "crash", {"requests": uri, "destination": str(destination)})
+
+        def storing() -> bool:
+            done = len(stored_videos(destination))
+            if done >= count:
+                raise AssertionError("the batch stored everything before the worker could be killed")
+            return done >= 3
+
+        d.cluster.wait_for(storing, RUN_TIMEOUT, "the batch to store its first videos", every=0.2)
+        host, pid, tries = running_task(d, BATCH_CRASH_DAG, "crash")
+        assert host in WORKERS
+        assert tries == 1
+        stored_at_kill = len(stored_videos(destination))
+        d.cluster.kill(host)
+        orphan = kill_orphan(pid)
+        row.notes.append(
+            f"killed {host} (and its orphaned task process: {orphan}) with {stored_at_kill} of {count} stored"
+        )
+        d.cluster.start_component(host)
+        check_batch(d, BATCH_CRASH_DAG, "crash", destination, count, row)
+        _, _, tries = running_task(d, BATCH_CRASH_DAG, "crash")
+        assert tries == 2, "the batch task was not retried"
+
+
+def test_batch_of_500(deployment: Deployment) -> None:
+    """500 prompts through one VideoBatchOperator: time, triggerer CPU and RSS, trigger rows used."""
+    d = deployment
+    count = 500
+    destination = d.run_dir / "videos-batch"
+    with d.scenario("4 batch x500") as row:
+        d.set_scenario(polls_to_complete=3)
+        uri = write_requests(d.run_dir / "requests-batch.jsonl", count, "batch")
+        before = trigger_rows_created(d)
+        trigger_run(d, BATCH_DAG, "batch", {"requests": uri, "destination": str(destination)})
+        check_batch(d, BATCH_DAG, "batch", destination, count, row)
+        usage = d.monitor.snapshot()
+        cpu = sum(usage[name].cpu_seconds for name in TRIGGERERS if name in usage)
+        rss = max(usage[name].peak_rss for name in TRIGGERERS if name in usage)
+        row.notes.append(
+            f"trigger rows used: {trigger_rows_created(d) - before}; triggerer CPU {cpu:.1f} s (both); "
+            f"triggerer peak RSS {rss / 2**20:.0f} MiB"
+        )
+
+
+def trigger_rows_created(d: Deployment) -> int:
+    """How many trigger rows were ever created (PostgreSQL's sequence behind ``trigger.id``)."""
+    ((value,),) = d.cluster.query("SELECT COALESCE(MAX(id), 0) FROM trigger")
+    rows = d.cluster.query("SELECT last_value, is_called FROM trigger_id_seq")
+    last, called = rows[0]
+    return int(last) if called else max(int(value), 0)
