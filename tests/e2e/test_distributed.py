@@ -523,16 +523,19 @@ def test_worker_crash_while_storing(deployment: Deployment) -> None:
         host, pid, tries = running_task(d, BATCH_CRASH_DAG, "crash")
         assert host in WORKERS
         assert tries == 1
-        stored_at_kill = len(stored_videos(destination))
         d.cluster.kill(host)
         orphan = kill_orphan(pid)
+        stored_at_kill, parts_at_kill = len(stored_videos(destination)), len(leftovers(destination))
         row.notes.append(
-            f"killed {host} (and its orphaned task process: {orphan}) with {stored_at_kill} of {count} stored"
+            f"killed {host} and its orphaned task process ({'found' if orphan else 'gone'}) with "
+            f"{stored_at_kill} of {count} stored, {parts_at_kill} temporary file(s) in the folder"
         )
         d.cluster.start_component(host)
         check_batch(d, BATCH_CRASH_DAG, "crash", destination, count, row)
         _, _, tries = running_task(d, BATCH_CRASH_DAG, "crash")
         assert tries == 2, "the batch task was not retried"
+        fetched = sum(1 for r in d.emu.requests() if r["route"] == "video")
+        row.notes.append(f"video downloads: {fetched} for {count} videos (the retry stores the wave again)")
 
 
 def test_batch_of_500(deployment: Deployment) -> None:
