@@ -535,7 +535,7 @@ def test_worker_crash_while_storing(deployment: Deployment) -> None:
         _, _, tries = running_task(d, BATCH_CRASH_DAG, "crash")
         assert tries == 2, "the batch task was not retried"
         fetched = sum(1 for r in d.emu.requests() if r["route"] == "video")
-        row.notes.append(f"video downloads: {fetched} for {count} videos (the retry stores the wave again)")
+        row.notes.append(f"video downloads: {fetched} for {count} videos")
 
 
 def test_batch_of_500(deployment: Deployment) -> None:
