@@ -159,6 +159,37 @@ def test_a_new_run_over_the_manifest_keeps_what_verifies_and_pays_for_nothing(
     assert "Kept 3 stored video(s) that verify; 2 to store again" in second.output
 
 
+def test_a_crash_before_an_id_is_written_re_pays_that_one_create_only(
+    dag: Any,
+    emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worst moment: the gateway answered a create, the worker dies before the manifest has its id."""
+    from airflow.utils.state import DagRunState
+
+    from airflow_provider_videoquery import manifest
+
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=1024))
+    original, writes = manifest.write, []
+
+    def write(fs: Any, path: str, entries: Any) -> None:
+        writes.append(path)
+        if len(writes) == 4:  # the write after the third create (the first write precedes every create)
+            raise SystemExit("the worker died")
+        original(fs, path, entries)
+
+    monkeypatch.setattr(manifest, "write", write)
+    out = tmp_path / "videos"
+
+    result = run_dag(dag, capsys, requests=_requests(5), destination=str(out))
+
+    assert result.run.state == DagRunState.SUCCESS, result.output[-3000:]
+    assert emulator.count(route="create") == 6  # five requests, one create paid twice: the one in flight
+    assert {e["status"] for e in _manifest(out).values()} == {"succeeded"}
+
+
 def test_partial_failure_stores_the_rest_then_fails_naming_the_others(
     dag: Any, emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
