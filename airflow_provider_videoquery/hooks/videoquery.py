@@ -184,12 +184,7 @@ class VideoQueryHook(BaseHook):
     ) -> Generator[Action, Outcome, VideoTask]:
         config, resolved = self.config, self._resolve_route(route)
         what = f"Querying video task {video_task_id!r} at {config.base_url} ({resolved.value} route)"
-        request = httpx.Request(
-            "GET",
-            config.query_url(video_task_id, resolved),
-            headers=config.auth_headers(),
-            extensions={"timeout": config.timeout.as_dict()},
-        )
+        request = _get(config, config.query_url(video_task_id, resolved))
         response = yield from exchange(request, self.retry_policy, what, deadline=deadline)
         route_spec = spec(resolved)
         return parse_task(
@@ -202,12 +197,7 @@ class VideoQueryHook(BaseHook):
     def _probe(self) -> Generator[Action, Outcome, tuple[bool, str]]:
         config, resolved = self.config, self._resolve_route(None)
         what = f"Testing the connection {self.videoquery_conn_id!r} at {config.base_url}"
-        request = httpx.Request(
-            "GET",
-            config.query_url(PROBE_TASK_ID, resolved),
-            headers=config.auth_headers(),
-            extensions={"timeout": config.timeout.as_dict()},
-        )
+        request = _get(config, config.query_url(PROBE_TASK_ID, resolved))
         response = yield from exchange(request, self.retry_policy, what, check_status=False)
         return verdict(response, config.base_url, resolved.value)
 
@@ -315,6 +305,13 @@ def _unwrap(route: RouteSpec, answer: dict[str, Any], what: str) -> Mapping[str,
         return route.unwrap(answer)
     except EnvelopeError as err:
         raise VideoQueryResponseError(f"{what}: {err}") from None
+
+
+def _get(config: GatewayConfig, url: str) -> httpx.Request:
+    """A GET to the gateway with its credentials and timeouts (a query, or the connection test's probe)."""
+    return httpx.Request(
+        "GET", url, headers=config.auth_headers(), extensions={"timeout": config.timeout.as_dict()}
+    )
 
 
 def _base_url(conn: Any) -> str:
