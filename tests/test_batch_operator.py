@@ -5,6 +5,7 @@ refused before anything is paid, and the API key nowhere."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,49 @@ def test_a_crash_before_an_id_is_written_re_pays_that_one_create_only(
     assert result.run.state == DagRunState.SUCCESS, result.output[-3000:]
     assert emulator.count(route="create") == 6  # five requests, one create paid twice: the one in flight
     assert {e["status"] for e in _manifest(out).values()} == {"succeeded"}
+
+
+def test_a_worker_killed_mid_wave_keeps_the_videos_stored_before_and_fetches_only_the_rest(
+    dag: Any,
+    emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The manifest records stored videos as they land, not once the whole wave is stored."""
+    from airflow.utils.state import DagRunState
+
+    from airflow_provider_videoquery.operators import batch
+
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=1024))
+    monkeypatch.setattr(batch, "_SAVE_STORED_EVERY", 0.0)  # every landing is written at once
+    out = tmp_path / "videos"
+    original, calls, at_the_kill = batch.store_url, [], {}
+
+    def store_url(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[1].name)
+        if len(calls) <= 4 and args[1].name == "clip-2.mp4":  # first try: dies once the others landed
+            for _ in range(200):
+                at_the_kill.update(_manifest(out))
+                if sum(e["status"] == "succeeded" for e in at_the_kill.values()) == 3:
+                    break
+                time.sleep(0.05)
+            raise SystemExit("the worker died")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "store_url", store_url)
+
+    result = run_dag(dag, capsys, requests=_requests(4), destination=str(out))
+
+    assert result.run.state == DagRunState.SUCCESS, result.output[-3000:]
+    # The manifest held the three videos stored before the worker died, while it was still storing …
+    assert {k for k, e in at_the_kill.items() if e["status"] == "succeeded"} == {"clip-0", "clip-1", "clip-3"}
+    # … so the retry fetched only the one it had not stored.
+    assert sorted(calls) == ["clip-0.mp4", "clip-1.mp4", "clip-2.mp4", "clip-2.mp4", "clip-3.mp4"]
+    assert emulator.count(route="video") == 4
+    assert emulator.count(route="create") == 4
+    assert {e["status"] for e in _manifest(out).values()} == {"succeeded"}
+    assert _videos(out) == [f"clip-{n}.mp4" for n in range(4)]
 
 
 def test_partial_failure_stores_the_rest_then_fails_naming_the_others(

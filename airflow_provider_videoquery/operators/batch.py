@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
@@ -66,6 +66,10 @@ _CREATE_BACKOFF = 30.0
 #: A refused create (429/503) is tried a few times with the gateway's Retry-After, then left for the
 #: next wave: the worker does not sleep through a gateway's live-task cap.
 _CREATE_RETRY = RetryPolicy(max_attempts=3)
+#: While a wave is being stored, the manifest (rewritten whole) records the videos stored so far at most
+#: this often, so a worker killed mid-wave loses at most this much progress, and 1,000 videos cost few
+#: rewrites.
+_SAVE_STORED_EVERY = 2.0
 
 
 class VideoBatchOperator(BaseOperator):
@@ -295,7 +299,8 @@ class VideoBatchOperator(BaseOperator):
         return to_store
 
     def _store(self, to_store: list[Entry], entries: list[Entry], others: list[Entry]) -> None:
-        """Store finished videos ``max_parallel_downloads`` at a time, then record them."""
+        """Store finished videos ``max_parallel_downloads`` at a time, recording them in the manifest as
+        they land (every :data:`_SAVE_STORED_EVERY` seconds and at the end of the wave)."""
         if not to_store:
             return
         settings = DownloadSettings.for_gateway(self.hook.config, max_bytes=self.max_bytes)
@@ -303,20 +308,32 @@ class VideoBatchOperator(BaseOperator):
         started = time.monotonic()
         with new_client(settings) as client, ThreadPoolExecutor(self.max_parallel_downloads) as pool:
             jobs = {pool.submit(self._store_one, entry, settings, client): entry for entry in to_store}
-            for job in as_completed(jobs):
-                entry = jobs[job]
-                try:
-                    stored = job.result()
-                except VideoTaskFailedError as err:  # it failed after all (a flapping status)
-                    entry.ended(Status.FAILED, str(err))
-                    continue
-                except VideoQueryError as err:
-                    entry.ended(Status.ERROR, str(err))
-                    self.log.warning("Could not store %r: %s", entry.key, err)
-                    continue
-                entry.stored(stored.uri, stored.size, stored.sha256)
+            pending, unsaved, saved = set(jobs), False, started
+            while pending:
+                # With landings not yet written, wake up when they are due; else at the next landing.
+                due = max(0.0, saved + _SAVE_STORED_EVERY - time.monotonic()) if unsaved else None
+                done, pending = wait(pending, timeout=due, return_when=FIRST_COMPLETED)
+                for job in done:
+                    self._landed(jobs[job], job)
+                unsaved = unsaved or bool(done)
+                if unsaved and time.monotonic() - saved >= _SAVE_STORED_EVERY:
+                    self._save(entries, others)  # what landed so far survives a killed worker
+                    unsaved, saved = False, time.monotonic()
         self._save(entries, others)
         self.log.info("Stored %d video(s) in %.1fs.", len(to_store), time.monotonic() - started)
+
+    def _landed(self, entry: Entry, job: Future[StoredObject]) -> None:
+        """Record one finished download in ``entry``: stored, or why not."""
+        try:
+            stored = job.result()
+        except VideoTaskFailedError as err:  # it failed after all (a flapping status)
+            entry.ended(Status.FAILED, str(err))
+            return
+        except VideoQueryError as err:
+            entry.ended(Status.ERROR, str(err))
+            self.log.warning("Could not store %r: %s", entry.key, err)
+            return
+        entry.stored(stored.uri, stored.size, stored.sha256)
 
     def _store_one(self, entry: Entry, settings: DownloadSettings, client: httpx.Client) -> StoredObject:
         """Re-read the finished task for its (signed) URL, which events leave out, then store the file."""
