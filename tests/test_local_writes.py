@@ -6,8 +6,10 @@ descriptor is fsynced before the rename, the folder after it (``os.fsync``/``os.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_videoquery.emulator import Emulator
-from airflow_provider_videoquery.storage import store_url, writeback
+from airflow_provider_videoquery.storage import sinks, store_url, writeback
 from airflow_provider_videoquery.storage.sinks import PART_NAME, STALE_PART_AGE
 from tests.test_storage import MiB, folder_of, listing, settings_for, target, video_task
 
@@ -135,3 +137,77 @@ def test_orphaned_temporaries_are_removed_by_the_next_download_only_when_stale(
     )
     assert "a killed download left 1.0 hours ago" in caplog.text
     assert ".another-task.mp4.part-abcdefabcdef" in caplog.text
+
+
+def test_a_folder_is_searched_for_stale_temporaries_once_per_interval_not_per_file(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch storing 1,000 files into one folder lists it once, not once per file."""
+    store_url(
+        video_task(emulator, size=4096, task_id="veo3.1-fast:one"),
+        target(tmp_path, "veo3.1-fast:one"),
+        settings_for(emulator),
+    )
+    leftover = _aged(folder_of(tmp_path) / ".killed.mp4.part-0123456789ab", STALE_PART_AGE + 60)
+
+    store_url(
+        video_task(emulator, size=4096, task_id="veo3.1-fast:two"),
+        target(tmp_path, "veo3.1-fast:two"),
+        settings_for(emulator),
+    )
+    assert leftover.exists()  # searched moments ago: not again
+
+    monkeypatch.setattr(sinks, "SWEEP_EVERY", 0.0)  # the interval has passed
+    store_url(
+        video_task(emulator, size=4096, task_id="veo3.1-fast:three"),
+        target(tmp_path, "veo3.1-fast:three"),
+        settings_for(emulator),
+    )
+    assert not leftover.exists()
+
+
+def _hash_threads() -> set[int | None]:
+    return {t.ident for t in threading.enumerate() if t.name.startswith("videoquery-sha256")}
+
+
+def test_files_are_hashed_by_shared_threads_not_one_started_per_file(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    seen: list[set[int | None]] = []
+    for n in range(3):
+        task_id = f"veo3.1-fast:shared-{n}"
+        url = video_task(emulator, size=4096, task_id=task_id)
+        stored = store_url(url, target(tmp_path, task_id), settings_for(emulator))
+        assert stored.sha256 == hashlib.sha256(emulator.expected_video(task_id)).hexdigest()
+        seen.append(_hash_threads())
+    assert 1 <= len(seen[0]) <= sinks.HASH_THREADS  # still there for the next file …
+    assert seen[0] == seen[1] == seen[2]  # … which started none
+
+
+def test_a_forked_child_hashes_with_threads_of_its_own(emulator: Emulator, tmp_path: Path) -> None:
+    """The parent's hashing threads do not exist in a forked child (Airflow forks task processes)."""
+    store_url(
+        video_task(emulator, size=4096, task_id="veo3.1-fast:parent"),
+        target(tmp_path, "veo3.1-fast:parent"),
+        settings_for(emulator),
+    )
+    url = video_task(emulator, size=4096, task_id="veo3.1-fast:child")
+    pid = os.fork()
+    if pid == 0:  # the child: store, then leave at once (no pytest teardown)
+        code = 1
+        try:
+            store_url(url, target(tmp_path, "veo3.1-fast:child"), settings_for(emulator))
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's download hung waiting for a hashing thread it does not have")
+    assert os.waitstatus_to_exitcode(status) == 0

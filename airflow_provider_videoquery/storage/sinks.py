@@ -61,6 +61,15 @@ STALE_PART_AGE = 3600.0
 PROBE_PREFIX = ".videoquery-probe-"
 #: The name of a temporary written by :meth:`Sink.beside` (or of a destination check's probe).
 PART_NAME = re.compile(rf"(\..+\.part-|{re.escape(PROBE_PREFIX)})[0-9a-f]{{12}}")
+#: A folder is searched for stale temporaries at most this often per process: a batch storing 1,000
+#: files into one folder lists it once, not 1,000 times (a temporary is stale only after an hour).
+SWEEP_EVERY = 600.0
+#: Threads hashing the blocks of every sink of the process (:func:`_hashers`).
+HASH_THREADS = 8
+_hash_pool: ThreadPoolExecutor | None = None
+_hash_pool_lock = threading.Lock()
+_swept: dict[str, float] = {}
+_swept_lock = threading.Lock()
 
 
 class Sink:
@@ -77,14 +86,14 @@ class Sink:
         self._finished = False
         self._fs = path.fs
         self._hash = hashlib.sha256()
-        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="videoquery-sha256")
         self._hashing: Future[None] | None = None
         self._out = _output(path)
 
     @classmethod
     def beside(cls, destination: ObjectStoragePath) -> Sink:
         """A temporary object next to ``destination`` (removing stale ones a killed run left there)."""
-        remove_stale_parts(destination.parent)
+        if _sweep_due(destination.parent):
+            remove_stale_parts(destination.parent)
         return cls(destination.parent / f".{destination.name}.part-{secrets.token_hex(6)}", temporary=True)
 
     @classmethod
@@ -97,7 +106,7 @@ class Sink:
         returns: the caller keeps ``block`` unchanged until the next :meth:`write`, :meth:`finish` or
         :meth:`discard` returns (two buffers in turn), so it can receive the next block meanwhile."""
         self._wait_hashed()
-        self._hashing = self._hasher.submit(self._hash.update, block)
+        self._hashing = _hashers().submit(self._hash.update, block)
         self._out.write(block)
         self.size += len(block)
 
@@ -110,14 +119,14 @@ class Sink:
     def finish(self) -> str:
         """Write out everything and close (on S3: complete the upload); return the sha256."""
         self._wait_hashed()
-        self._hasher.shutdown()
         self._out.close()
         self._finished = True
         return self._hash.hexdigest()
 
     def discard(self) -> None:
         """Abandon the write and leave nothing behind; never raises."""
-        self._hasher.shutdown()
+        with suppress(Exception):
+            self._wait_hashed()  # the caller may reuse the block's buffer once this returns
         if self._finished and not self.temporary:
             return  # already complete at the destination: nothing partial to remove
         try:
@@ -190,6 +199,38 @@ class _LocalFile:
 
     def discard(self) -> None:
         self._file.close()
+
+
+def _hashers() -> ThreadPoolExecutor:
+    """The process's hashing threads. Shared, so a small file does not pay for starting and joining a
+    thread of its own; each sink's blocks are still hashed in order (it waits for its previous block's
+    hash before submitting the next). Made anew in a forked child, which has none of the threads."""
+    global _hash_pool
+    with _hash_pool_lock:
+        if _hash_pool is None:
+            _hash_pool = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="videoquery-sha256")
+        return _hash_pool
+
+
+def _forget_hashers() -> None:
+    global _hash_pool, _hash_pool_lock
+    _hash_pool, _hash_pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_hashers)
+
+
+def _sweep_due(folder: ObjectStoragePath) -> bool:
+    """Whether ``folder`` was not searched for stale temporaries in the last :data:`SWEEP_EVERY` s."""
+    key, now = object_uri(folder), time.monotonic()
+    with _swept_lock:
+        last = _swept.get(key)
+        if last is not None and now - last < SWEEP_EVERY:
+            return False
+        if len(_swept) >= 4096:  # a long-lived worker writing into many folders
+            _swept.clear()
+        _swept[key] = now
+        return True
 
 
 def remove_stale_parts(folder: ObjectStoragePath, now: float | None = None) -> list[str]:
