@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,29 @@ def test_not_deferrable_times_out(emulator: Any, tmp_path: Path) -> None:
     emulator.add_task(TASK, Scenario(polls_to_complete=1000))
     with pytest.raises(AirflowSensorTimeout, match=r"did not finish within 0s.*Raise the timeout"):
         make_operator(tmp_path, deferrable=False, timeout=0.3).execute(task_context())
+
+
+def test_not_deferrable_never_sleeps_a_retry_after_past_its_timeout(
+    emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 429 asking for 2 minutes while the wait has 1 s left: the worker's wait ends at its timeout
+    instead of sleeping the gateway's Retry-After (the hook is given the wait's deadline)."""
+    emulator.add_task(TASK, Scenario(polls_to_complete=1000))
+    emulator.add_fault(
+        Fault("http_error", route="query", status=429, skip=1, times=None, headers={"Retry-After": "120"})
+    )
+    slept: list[float] = []
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        real_sleep(min(seconds, 0.05))
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    with pytest.raises(AirflowSensorTimeout, match="did not finish"):
+        make_operator(tmp_path, deferrable=False, timeout=1.0, poll_interval=0.2).execute(task_context())
+    assert slept
+    assert max(slept) <= 1.0, slept
 
 
 def test_unfinished_without_wait_fails_clearly(emulator: Any, tmp_path: Path) -> None:

@@ -214,7 +214,7 @@ class VideoDownloadOperator(BaseOperator):
         started = time.time()
         grace = DEFAULT_NOT_FOUND_GRACE if self.wait_for_completion else 0.0
         watch = Watch(self.video_task_id, started + self.timeout, started + grace, started, self.log)
-        event = watch.after(self._poll())
+        event = watch.after(self._poll(watch.deadline))
         if event is None:
             state = (
                 watch.last.summary() if watch.last else f"video task {self.video_task_id!r}: not known yet"
@@ -244,9 +244,10 @@ class VideoDownloadOperator(BaseOperator):
 
     # -- waiting ---------------------------------------------------------------------------------
 
-    def _poll(self) -> VideoTask | Exception:
+    def _poll(self, deadline: float | None = None) -> VideoTask | Exception:
+        """One status query; no backoff or ``Retry-After`` sleep inside it runs past ``deadline``."""
         try:
-            return self.hook.get_task(self.video_task_id, self.route)
+            return self.hook.get_task(self.video_task_id, self.route, deadline=deadline)
         except Exception as err:
             return err
 
@@ -257,7 +258,7 @@ class VideoDownloadOperator(BaseOperator):
             if expired is not None:
                 return expired
             time.sleep(min(self.poll_interval, max(watch.deadline - time.time(), 0.0)))
-            event = watch.after(self._poll()) or watch.expired()
+            event = watch.after(self._poll(watch.deadline)) or watch.expired()
             if event is not None:
                 return event
 
