@@ -101,26 +101,20 @@ async def measure_batch(n: int, interval: float, url: str, budget: float) -> dic
     await asyncio.gather(*watchers, return_exceptions=True)
     await _shared_clients.release(lease)
     polls = await asyncio.to_thread(waits._polls, url) - base_polls
-    return {
-        "side": "batch",
-        "n": n,
-        "interval": interval,
-        "wall_s": wall,
-        "polls": polls,
-        "cpu_s": cpu,
-        "cpu_ms_per_poll": 1000 * cpu / polls if polls else None,
-        "rss_kb_per_wait": (probe.waiting_rss - baseline_rss) / 1024 / n if probe.waiting_rss else None,
-        "worst_lag_ms": 1000 * probe.worst_lag,
-        "worst_lag_at_s": probe.worst_lag_at,
-        "worst_lag_ex_gc_ms": 1000 * probe.worst_lag_ex_gc,
-        "gc_worst_ms": 1000 * gc_watch.worst,
-        "gc_total_s": gc_watch.total,
-        "gc_full": gc_watch.full,
-        "first_round_s": probe.first_round_at,
-        "completed": 0 if capped else probe.done - len(failures),
-        "capped": capped,
-        "failures": failures,
-    }
+    return waits.result(
+        "batch",
+        n,
+        interval,
+        wall,
+        polls,
+        cpu,
+        baseline_rss,
+        probe,
+        gc_watch,
+        completed=0 if capped else probe.done - len(failures),
+        capped=capped,
+        failures=failures,
+    )
 
 
 def run_waits(

@@ -241,6 +241,38 @@ async def measure(side: str, n: int, interval: float, url: str, budget: float) -
     await asyncio.gather(*watchers, return_exceptions=True)
     await close()
     polls = await asyncio.to_thread(_polls, url) - base_polls
+    return result(
+        side,
+        n,
+        interval,
+        wall,
+        polls,
+        cpu,
+        baseline_rss,
+        probe,
+        gc_watch,
+        completed=n - len(pending) - len(failures),
+        capped=bool(pending),
+        failures=failures[:3],
+    )
+
+
+def result(
+    side: str,
+    n: int,
+    interval: float,
+    wall: float,
+    polls: int,
+    cpu: float,
+    baseline_rss: int,
+    probe: Any,
+    gc_watch: Any,
+    *,
+    completed: int,
+    capped: bool,
+    failures: list[str],
+) -> dict[str, Any]:
+    """One (N, side) row of the waits table: what the probe and the GC watch saw, per poll and per wait."""
     return {
         "side": side,
         "n": n,
@@ -257,9 +289,9 @@ async def measure(side: str, n: int, interval: float, url: str, budget: float) -
         "gc_total_s": gc_watch.total,
         "gc_full": gc_watch.full,
         "first_round_s": probe.first_round_at,
-        "completed": n - len(pending) - len(failures),
-        "capped": bool(pending),
-        "failures": failures[:3],
+        "completed": completed,
+        "capped": capped,
+        "failures": failures,
     }
 
 

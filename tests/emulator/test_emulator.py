@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -26,19 +25,6 @@ from airflow_provider_videoquery.emulator import (
 )
 from airflow_provider_videoquery.emulator.media import SAMPLE_MP4, generated_header, iter_generated
 from tests.conftest import REPO
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    with run_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def client(emu: Emulator) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {emu.api_key}", "Accept": "application/json"}
-    with httpx.Client(base_url=emu.url, headers=headers, timeout=5.0) as c:
-        yield c
 
 
 def poll(client: httpx.Client, task_id: str) -> dict[str, Any]:

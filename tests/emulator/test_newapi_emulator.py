@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from airflow_provider_videoquery.emulator import Emulator, Fault, Scenario, run_emulator
-
-
-@pytest.fixture
-def emu() -> Iterator[Emulator]:
-    with run_emulator() as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def client(emu: Emulator) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {emu.api_key}", "Accept": "application/json"}
-    with httpx.Client(base_url=emu.url, headers=headers, timeout=5.0) as c:
-        yield c
+from airflow_provider_videoquery.emulator import Emulator, Fault, Scenario
 
 
 def query(client: httpx.Client, task_id: str) -> dict[str, Any]:
