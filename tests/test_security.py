@@ -8,9 +8,7 @@ the gateway's origin, bounded redirects, max_bytes, the allow-list at every hop)
 
 from __future__ import annotations
 
-import datetime as dt
 import inspect
-import ipaddress
 import re
 import ssl
 import time
@@ -47,6 +45,7 @@ from tests.airflow_helpers import (
     use_dags_folder,
 )
 from tests.conftest import API_KEY, connection_json
+from tests.tls import self_signed_context
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -202,37 +201,7 @@ def test_key_resolved_in_a_task_is_redacted_from_task_logs(
 @pytest.fixture(scope="module")
 def tls_context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
     """A server context with a fresh self-signed certificate for 127.0.0.1."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "videoquery self-signed test gateway")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    folder = tmp_path_factory.mktemp("tls")
-    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-    return context
+    return self_signed_context(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
