@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks import batch, download, parse, task_download, waits
+from benchmarks import batch, download, ledger, parse, task_download, waits
 from benchmarks._common import Server, emulator, moto_s3, raise_fd_limit
 
 MiB = download.MiB
@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument(
         "--only",
-        default="waits,batch,download,task,parse",
-        help="comma list of waits, batch, download, task, parse",
+        default="waits,batch,ledger,download,task,parse",
+        help="comma list of waits, batch, ledger, download, task, parse",
     )
     p.add_argument("--sizes", type=_ints, default=[100, 1000, 10000], help="concurrent waits per run")
     p.add_argument(
@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-sizes", type=_ints, default=[10000], help="waits by one VideoBatchTrigger")
     p.add_argument("--batch-videos", type=int, default=1000, help="videos end to end (0 = skip)")
+    p.add_argument(
+        "--ledger-sizes", type=_ints, default=[1000, 10000, 100000], help="batch sizes of the ledger runs"
+    )
+    p.add_argument("--ledger-creates", type=int, default=1000, help="creates recorded per ledger run")
     p.add_argument("--parses", type=int, default=20000, help="parses per seed and batch")
     p.add_argument("--json", default=None, help="also write every raw result to this file")
     return p
@@ -82,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             results["batch"] = batch.run_waits(emu.url, args.batch_sizes, sides, args.budget, _log)
             if args.batch_videos:
                 results["batch"] += batch.run_e2e(emu.url, args.batch_videos, _log)
+            stack.close()
+        if "ledger" in only:
+            s3_ledger = stack.enter_context(moto_s3())
+            results["ledger"] = ledger.run(args.ledger_sizes, s3_ledger.url, _log, args.ledger_creates)
             stack.close()
         if "download" in only:
             emu = stack.enter_context(emulator())
@@ -193,6 +201,30 @@ def render(results: dict[str, Any]) -> str:
             ]
             header = ["side", "videos", "wall s", "peak RSS MiB", "store s", "MB/s stored", "note"]
             lines += _table(header, rows)
+    if "ledger" in results:
+        lines += [
+            "",
+            "Batch bookkeeping per create: the ledger (journal + folds) vs a whole-manifest rewrite",
+        ]
+        rows = [
+            [
+                r.get("store", "?"),
+                r["side"],
+                _fmt(r.get("n"), ",d"),
+                _fmt(r.get("manifest_mb"), ".1f"),
+                _fmt(r.get("ms_per_create"), ".3f"),
+                _fmt(r.get("cpu_ms_per_create"), ".3f"),
+                _fmt(r.get("ms_per_create_amortized"), ".3f"),
+                _fmt(r.get("puts_per_create"), ".2f"),
+                _fmt(r.get("bytes_per_create"), ",.0f"),
+                _fmt(r.get("read_s"), ".2f"),
+                _fmt(r.get("fold_s"), ".2f"),
+                r.get("error", "")[-160:],
+            ]
+            for r in results["ledger"]
+        ]
+        header = ["store", "side", "N", "manifest MB", "ms/create", "CPU ms/create", "with folds ms"]
+        lines += _table([*header, "PUTs/create", "bytes/create", "read s", "fold s", "note"], rows)
     if "download" in results:
         lines += ["", "Download (best of the rounds; peak RSS above the process's RSS after imports)"]
         rows = [

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import batch, download, parse, task_download, waits
+from benchmarks import batch, download, ledger, parse, task_download, waits
 from benchmarks.__main__ import render
 from benchmarks._common import emulator, moto_s3
 
@@ -98,3 +98,26 @@ def test_parse_every_seed() -> None:
     for r in results:
         assert _positive(r["per_s"]), r
         assert r["status"] in ("queued", "running", "succeeded", "failed"), r
+
+
+@pytest.mark.timeout(90)
+def test_ledger_bookkeeping_local_and_s3() -> None:
+    pytest.importorskip("airflow.providers.amazon", reason="S3 needs the [s3] extra")
+    with moto_s3() as s3:
+        results = ledger.run([50], s3.url, log=lambda _: None, creates=20, rewrites=2)
+    assert [(r["store"], r["side"]) for r in results] == [
+        ("local", "ledger"),
+        ("local", "rewrite (0.1.0)"),
+        ("s3", "ledger"),
+        ("s3", "rewrite (0.1.0)"),
+    ]
+    for r in results:
+        assert "error" not in r, r
+        assert _positive(r["ms_per_create"]), r
+    by_side = {(r["store"], r["side"]): r for r in results}
+    assert by_side[("s3", "ledger")]["puts_per_create"] == 1.0  # one journal object per create
+    assert (
+        by_side[("local", "ledger")]["bytes_per_create"]
+        < by_side[("local", "rewrite (0.1.0)")]["bytes_per_create"]
+    )
+    assert "ledger" in render({"machine": {"cpus": 1, "cpu": "x", "python": "3"}, "ledger": results})

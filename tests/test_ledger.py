@@ -4,7 +4,6 @@ manifest + journal, and compaction that a crash at any point leaves readable (lo
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ def _entries(n: int) -> list[Entry]:
 
 
 @pytest.fixture(params=["local", "s3"])
-def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, str, str]]:
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Any, str, str]:
     """(fs, path, uri) of a manifest on a local disk or on S3 (moto on 127.0.0.1)."""
     from airflow.sdk import ObjectStoragePath
 
@@ -32,7 +31,7 @@ def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any,
         bucket = request.getfixturevalue("s3_bucket")
         uri = f"s3://{bucket}/videos/manifest.jsonl"
         path = ObjectStoragePath(uri, conn_id="aws_default")
-    yield path.fs, path.path, uri
+    return path.fs, path.path, uri
 
 
 def _started(place: tuple[Any, str, str], n: int = 5) -> tuple[Ledger, list[Entry]]:
