@@ -34,6 +34,8 @@ from airflow_provider_videoquery.exceptions import (
 )
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
+from airflow_provider_videoquery.images.inputs import ImageInputs
+from airflow_provider_videoquery.images.refs import plain
 from airflow_provider_videoquery.manifest import BatchInputError, Entry, Status
 from airflow_provider_videoquery.models import TaskStatus, VideoTask
 from airflow_provider_videoquery.storage import (
@@ -92,6 +94,10 @@ class VideoBatchOperator(BaseOperator):
     :param manifest: the manifest's URI; default ``<destination>/manifest.jsonl`` (templated).
     :param destination_conn_id: the storage connection of destination and manifest.
     :param requests_conn_id: the storage connection of a JSONL ``requests`` URI.
+    :param inputs_conn_id: the storage connection of images the requests name by storage URI or path
+        (docs/create.md, "Images"); every request's images are checked before the first create, and
+        each is presigned, inlined or uploaded right before its own create. None: the store's default
+        credentials, never anonymous.
     :param videoquery_conn_id: the ``videoquery`` connection.
     :param route: ``unified``, ``vidu-native`` or ``openai``; default: the connection's route.
     :param max_active: tasks live at the gateway at once.
@@ -120,6 +126,7 @@ class VideoBatchOperator(BaseOperator):
         manifest: str | None = None,
         destination_conn_id: str | None = None,
         requests_conn_id: str | None = None,
+        inputs_conn_id: str | None = None,
         videoquery_conn_id: str = VideoQueryHook.default_conn_name,
         route: str | None = None,
         max_active: int = 20,
@@ -142,6 +149,7 @@ class VideoBatchOperator(BaseOperator):
         self.manifest = manifest
         self.destination_conn_id = destination_conn_id
         self.requests_conn_id = requests_conn_id
+        self.inputs_conn_id = inputs_conn_id
         self.videoquery_conn_id = videoquery_conn_id
         self.route = route
         self.max_active = max(1, int(max_active))
@@ -160,6 +168,11 @@ class VideoBatchOperator(BaseOperator):
     @cached_property
     def hook(self) -> VideoQueryHook:
         return VideoQueryHook(self.videoquery_conn_id, route=self.route, retry_policy=_CREATE_RETRY)
+
+    @cached_property
+    def inputs(self) -> ImageInputs:
+        """The requests' images: checked up front, resolved (presigned…) at each create."""
+        return ImageInputs(str(self.route or self.hook.config.route), self.inputs_conn_id)
 
     @cached_property
     def folder(self) -> ObjectStoragePath:
@@ -181,6 +194,7 @@ class VideoBatchOperator(BaseOperator):
         check_destination(object_uri(self.folder), self.destination_conn_id)
         entries, others = self._load(fresh=True)
         try:
+            self._check_images(entries)
             self._verify_stored(entries)
             self._save(entries, others)
             return self._wave(context, entries, others, {})
@@ -240,11 +254,24 @@ class VideoBatchOperator(BaseOperator):
                 "requests must be a list of dicts or the URI of a JSONL file, not "
                 f"{type(self.requests).__name__}."
             )
-        return [(f"request #{number}", item) for number, item in enumerate(self.requests, start=1)]
+        return [(f"request #{number}", plain(item)) for number, item in enumerate(self.requests, start=1)]
 
     @cached_property
     def _manifest_uri(self) -> str:
         return object_uri(self.manifest_path)
+
+    def _check_images(self, entries: list[Entry]) -> None:
+        """Before any create: the images of every request still to create, every problem at once."""
+        todo = [
+            (f"Request {entry.key!r}", entry.request) for entry in entries if entry.status is Status.PENDING
+        ]
+        if not todo:
+            return
+        warnings = self.inputs.check(todo)
+        for warning in warnings[:5]:
+            self.log.warning(warning)
+        if len(warnings) > 5:
+            self.log.warning("… and %d more warnings like these.", len(warnings) - 5)
 
     def _save(self, entries: list[Entry], others: list[Entry]) -> None:
         manifest.write(self.manifest_path.fs, self.manifest_path.path, [*entries, *others])
@@ -380,7 +407,9 @@ class VideoBatchOperator(BaseOperator):
         body = dict(entry.request)
         model, prompt = str(body.pop("model")), str(body.pop("prompt"))
         try:
-            task = self.hook.create_task(model, prompt, **body)
+            resolved = self.inputs.resolve(body, what=f"Request {entry.key!r}")  # presigned from now
+            with resolved.redacting():
+                task = self.hook.create_task(model, prompt, **resolved.fields)
         except (VideoCreateUncertainError, VideoQueryResponseError) as err:
             entry.ended(Status.UNCERTAIN, str(err))
             self.log.warning("The create of %r is uncertain and is not sent again: %s", entry.key, err)
