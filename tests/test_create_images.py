@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_videoquery.emulator import Emulator, Fault
-from airflow_provider_videoquery.exceptions import VideoCreateRequestError
+from airflow_provider_videoquery.exceptions import VideoCreateRequestError, VideoCreateUncertainError
 from airflow_provider_videoquery.operators.videoquery import VideoCreateOperator
 from tests.airflow_helpers import assert_key_nowhere, make_context
 from tests.images import png
@@ -123,3 +123,39 @@ def test_a_local_image_on_the_unified_route_is_refused(emulator: Emulator, tmp_p
     ):
         operator.execute(make_context())
     assert emulator.count(route="create") == 0
+
+
+def test_an_uncertain_multipart_create_names_its_prompt(emulator: Emulator, frame: str) -> None:
+    emulator.add_fault(Fault("http_error", route="openai_create", status=500))
+    operator = VideoCreateOperator(
+        task_id="create",
+        model="sora-2",
+        prompt="A harbour at dawn",
+        route="openai",
+        extra_fields={"size": "1280x720", "input_reference": frame},
+        inputs_conn_id="aws_default",
+    )
+    with pytest.raises(VideoCreateUncertainError) as caught:
+        operator.execute(make_context())
+    assert "with the prompt 'A harbour at dawn'" in str(caught.value)
+    assert emulator.count(route="openai_create") == 1
+
+
+def test_new_api_takes_strings_a_url_for_s3_and_a_data_uri_for_a_local_file(
+    emulator: Emulator, frame: str, tmp_path: Path
+) -> None:
+    (tmp_path / "last.png").write_bytes(png(1280, 720))
+    operator = VideoCreateOperator(
+        task_id="create",
+        model="kling-v2",
+        prompt="p",
+        route="new-api",
+        extra_fields={"image": frame, "metadata": {"image_tail": str(tmp_path / "last.png")}},
+        inputs_conn_id="aws_default",
+    )
+    task = emulator.task(operator.execute(make_context()))
+    assert task is not None
+    assert [(i.field, i.form, i.sha256) for i in task.images] == [
+        ("image", "url", SHA),
+        ("metadata.image_tail", "data", SHA),
+    ]

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_videoquery.exceptions import VideoCreateRequestError, VideoQueryRequestError
-from airflow_provider_videoquery.images.inputs import ImageInputs, Resolved
+from airflow_provider_videoquery.images import presign
+from airflow_provider_videoquery.images.inputs import URL_EXPIRY, ImageInputs, Resolved
 from airflow_provider_videoquery.images.multipart import FilePart, encode
 from tests.images import PDF, data_uri, png
 from tests.s3 import MotoS3
@@ -117,6 +122,63 @@ def test_an_s3_image_is_presigned_and_the_url_fetches_it(bucket: str) -> None:
     assert (
         resolved.redact(f"gateway: cannot fetch {url}") == f"gateway: cannot fetch s3://{bucket}/frames/a.png"
     )
+
+
+def test_presigned_at_each_resolve_with_its_expiry_counted_from_there(bucket: str) -> None:
+    request = body(images=[f"s3://{bucket}/frames/a.png"])
+    inputs = ImageInputs("unified", "aws_default")
+    inputs.check([("Task 'create'", request)])
+    for _ in range(2):  # each create (a retry, a later wave) presigns anew
+        started = time.time()
+        [url] = inputs.resolve(request).fields["images"]
+        expires = int(parse_qs(urlsplit(url).query)["Expires"][0])
+        assert expires >= int(started + URL_EXPIRY.total_seconds())
+
+
+class _GoogleStandIn:
+    """GCSHook's surface the provider uses (get_conn().bucket().blob().generate_signed_url), recording
+    each signing request."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str, dict[str, Any]]] = []
+        self._where: tuple[str, str] = ("", "")
+
+    def get_conn(self) -> _GoogleStandIn:
+        return self
+
+    def bucket(self, name: str) -> _GoogleStandIn:
+        self._where = (name, "")
+        return self
+
+    def blob(self, key: str) -> _GoogleStandIn:
+        self._where = (self._where[0], key)
+        return self
+
+    def generate_signed_url(self, **kwargs: Any) -> str:
+        self.asked.append((*self._where, kwargs))
+        return "https://storage.googleapis.com/b/k.png?X-Goog-Signature=abc"
+
+
+def test_gcs_objects_are_signed_v4_for_a_get_through_the_google_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No GCS signing runs here (it needs the Google SDK and a service-account key): a stand-in for
+    GCSHook records how the provider asks for the URL, and that one hook serves a connection."""
+    google = _GoogleStandIn()
+    made: list[tuple[str, str | None]] = []
+
+    def new_hook(store: str, conn_id: str | None) -> _GoogleStandIn:
+        made.append((store, conn_id))
+        return google
+
+    monkeypatch.setattr(presign, "_new_hook", new_hook)
+    path: Any = SimpleNamespace(
+        protocol="gs", path="frames-bucket/a/b.png", conn_id="gcp"
+    )  # gs:// needs Google's fs
+    signer = presign.Presigner(3600)
+    assert signer.url(path).startswith("https://storage.googleapis.com/")
+    signer.url(path)
+    expected = {"version": "v4", "expiration": timedelta(seconds=3600), "method": "GET"}
+    assert google.asked == [("frames-bucket", "a/b.png", expected)] * 2
+    assert made == [("gs", "gcp")]
 
 
 @pytest.mark.parametrize(
