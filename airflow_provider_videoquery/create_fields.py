@@ -138,7 +138,6 @@ def check_create_request(
     model = body.get("model")
     route = route or CHECKED_ROUTE
     warnings: list[str] = []
-    family_limit: tuple[str, int] | None = None
     if not problems and route == CHECKED_ROUTE:
         assert isinstance(model, str)
         family = family_of(model)
@@ -150,16 +149,39 @@ def check_create_request(
             )
         else:
             problems = _field_problems(body, family)
-            limit = family.max_images(model.strip().lower())
-            family_limit = None if limit is None else (model.strip().lower(), limit)
+    _refuse(what, problems + _image_problems(body, route, inspect))
+    return warnings
+
+
+def check_images(
+    body: Mapping[str, Any],
+    *,
+    route: str | None = CHECKED_ROUTE,
+    what: str = "The create request",
+    inspect: Inspector | None = None,
+) -> None:
+    """Check only the images of a create body (:func:`check_create_request` checks them too, with the
+    other fields): raise `VideoCreateRequestError` listing every problem."""
+    _refuse(what, _image_problems(body, route or CHECKED_ROUTE, inspect))
+
+
+def _image_problems(body: Mapping[str, Any], route: str, inspect: Inspector | None) -> list[str]:
+    """The image problems of ``body`` on ``route``, with the model's own image count on the unified route."""
     images = ROUTE_IMAGES.get(route)
-    if images is not None:
-        problems += image_problems(body, images, route, family_limit=family_limit, inspect=inspect)
+    if images is None:
+        return []
+    model = str(body.get("model") or "").strip().lower()
+    family = family_of(model) if route == CHECKED_ROUTE else None
+    limit = family.max_images(model) if family is not None else None
+    family_limit = None if limit is None else (model, limit)
+    return image_problems(body, images, route, family_limit=family_limit, inspect=inspect)
+
+
+def _refuse(what: str, problems: list[str]) -> None:
     if problems:
         raise VideoCreateRequestError(
             f"{what} was not sent (nothing was paid for): {'; '.join(problems)}.", problems=problems
         )
-    return warnings
 
 
 def _missing(body: Mapping[str, Any]) -> list[str]:
@@ -195,4 +217,4 @@ def _accepted(value: Any, accepted: tuple[str | int, ...]) -> bool:
     return value in accepted
 
 
-__all__ = ["FAMILIES", "ROUTE_IMAGES", "FamilyRules", "check_create_request", "family_of"]
+__all__ = ["FAMILIES", "ROUTE_IMAGES", "FamilyRules", "check_create_request", "check_images", "family_of"]

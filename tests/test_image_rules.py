@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_videoquery.create_fields import ROUTE_IMAGES, check_create_request
+from airflow_provider_videoquery.create_fields import ROUTE_IMAGES, check_create_request, check_images
 from airflow_provider_videoquery.exceptions import VideoCreateRequestError
 from airflow_provider_videoquery.images.refs import ImageRef, RefKind, classify, plain
 from airflow_provider_videoquery.images.rules import MB, ImageForm
@@ -253,3 +253,15 @@ def test_images_are_checked_for_unknown_models_and_every_route() -> None:
 )
 def test_the_form_a_stored_image_takes(route: str, protocol: str, size: int, form: ImageForm | None) -> None:
     assert ROUTE_IMAGES[route].stored_form(protocol, size) is form
+
+
+def test_check_images_checks_the_images_only_with_the_models_own_count() -> None:
+    body = {"model": "grok-video-3", "prompt": "p", "aspect_ratio": "16:9", "images": ["https://x/a.png"]}
+    check_images(body)  # the aspect ratio is check_create_request's
+    with pytest.raises(VideoCreateRequestError, match="aspect_ratio '16:9' is not accepted"):
+        check_create_request(body)
+    with pytest.raises(VideoCreateRequestError, match="worker's disk"):
+        check_images({**body, "images": ["/data/a.png"]})
+    frames = {"model": "veo3-pro-frames", "prompt": "p", "images": ["https://x/1.png"] * 3}
+    with pytest.raises(VideoCreateRequestError, match="'veo3-pro-frames' takes at most 2 images, got 3"):
+        check_images(frames)

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_videoquery.create_fields import ROUTE_IMAGES, check_create_request
+from airflow_provider_videoquery.create_fields import ROUTE_IMAGES, check_create_request, check_images
 from airflow_provider_videoquery.exceptions import VideoCreateRequestError
 from airflow_provider_videoquery.images.checks import references
 from airflow_provider_videoquery.images.multipart import FilePart
@@ -65,9 +65,10 @@ class ImageInputs:
 
     # -- before anything is paid for -------------------------------------------------------------
 
-    def check(self, requests: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
-        """Check each ``(what, body)`` with :func:`check_create_request` and its stored images; raise
-        one :class:`VideoCreateRequestError` listing every problem of every request, or return the
+    def check(self, requests: Sequence[tuple[str, Mapping[str, Any]]], *, fields: bool = True) -> list[str]:
+        """Check each ``(what, body)`` with :func:`check_create_request` (``fields=False``: with
+        :func:`check_images`, the images only) and its stored images; raise one
+        :class:`VideoCreateRequestError` listing every problem of every request, or return the
         warnings to log. ``what`` names a request in messages (``"Task 'create'"``)."""
         if self.conn_id:
             missing = self._missing_connection(self.conn_id)
@@ -77,13 +78,12 @@ class ImageInputs:
                 )
         self._read_all(body for _, body in requests)
         if len(requests) == 1:
-            what, body = requests[0]
-            return check_create_request(body, route=self.route, what=what, inspect=self.inspect)
+            return self._check_one(*requests[0], fields=fields)
         warnings: list[str] = []
         refused: list[tuple[str, list[str]]] = []
         for what, body in requests:
             try:
-                warnings += check_create_request(body, route=self.route, what=what, inspect=self.inspect)
+                warnings += self._check_one(what, body, fields=fields)
             except VideoCreateRequestError as err:
                 refused.append((what, err.problems))
         if refused:
@@ -95,6 +95,12 @@ class ImageInputs:
                 problems=lines,
             )
         return warnings
+
+    def _check_one(self, what: str, body: Mapping[str, Any], *, fields: bool) -> list[str]:
+        if fields:
+            return check_create_request(body, route=self.route, what=what, inspect=self.inspect)
+        check_images(body, route=self.route, what=what, inspect=self.inspect)
+        return []
 
     def inspect(self, ref: ImageRef, need_pixels: bool) -> ImageFacts | str:
         """The facts of a stored image, or why it cannot be read (remembered for this run)."""

@@ -267,11 +267,7 @@ class VideoBatchOperator(BaseOperator):
         ]
         if not todo:
             return
-        warnings = self.inputs.check(todo)
-        for warning in warnings[:5]:
-            self.log.warning(warning)
-        if len(warnings) > 5:
-            self.log.warning("… and %d more warnings like these.", len(warnings) - 5)
+        self.inputs.check(todo, fields=False)  # the images; the other fields are the requests' own checks
 
     def _save(self, entries: list[Entry], others: list[Entry]) -> None:
         manifest.write(self.manifest_path.fs, self.manifest_path.path, [*entries, *others])
