@@ -124,8 +124,25 @@ class ImageInputs:
                 if ref.kind in (RefKind.LOCAL, RefKind.STORED) and rules.stored_form(ref.protocol, None):
                     stored.setdefault(ref.uri, ref)
         if len(stored) > 1:
+            self._open_stores(stored.values())
             with ThreadPoolExecutor(min(CHECK_THREADS, len(stored))) as pool:
                 list(pool.map(lambda ref: self.inspect(ref, rules.needs_pixels), stored.values()))
+
+    def _open_stores(self, refs: Iterable[ImageRef]) -> None:
+        """Look each connection up and open each store here, once, before the reading threads start:
+        a task's connection lookups go through one channel to its supervisor; the threads then find
+        the stores in Airflow's cache."""
+        opened: set[tuple[str | None, str | None]] = set()
+        for ref in refs:
+            try:
+                path = storage_path(ref, self.conn_id)
+                if (path.protocol, path.conn_id) in opened:
+                    continue
+                opened.add((path.protocol, path.conn_id))
+                if not (path.conn_id and self._missing_connection(path.conn_id)):
+                    path.fs  # noqa: B018 - opened (and cached by Airflow) on this thread
+            except Exception:
+                continue  # reading the image reports why
 
     def _read(self, ref: ImageRef, need_pixels: bool) -> ImageFacts | str:
         try:
