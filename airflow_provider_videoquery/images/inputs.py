@@ -39,7 +39,13 @@ from airflow_provider_videoquery.images.refs import (
 )
 from airflow_provider_videoquery.images.rules import ImageForm, RouteImages
 from airflow_provider_videoquery.images.sniff import ImageFacts, facts
-from airflow_provider_videoquery.images.stored import read_bytes, read_facts, read_failure, storage_path
+from airflow_provider_videoquery.images.stored import (
+    connection_of,
+    read_bytes,
+    read_facts,
+    read_failure,
+    storage_path,
+)
 
 #: How long a presigned image URL stays valid, counted from the create that carries it: the gateway
 #: may fetch the image only when the task leaves its queue.
@@ -136,10 +142,11 @@ class ImageInputs:
         for ref in refs:
             try:
                 path = storage_path(ref, self.conn_id)
-                if (path.protocol, path.conn_id) in opened:
+                conn_id = connection_of(path)
+                if (path.protocol, conn_id) in opened:
                     continue
-                opened.add((path.protocol, path.conn_id))
-                if not (path.conn_id and self._missing_connection(path.conn_id)):
+                opened.add((path.protocol, conn_id))
+                if not (conn_id and self._missing_connection(conn_id)):
                     path.fs  # noqa: B018 - opened (and cached by Airflow) on this thread
             except Exception:
                 continue  # reading the image reports why
@@ -149,14 +156,15 @@ class ImageInputs:
             path = storage_path(ref, self.conn_id)
         except Exception as err:
             return f"cannot be opened ({type(err).__name__}: {err})"
-        if path.conn_id and path.conn_id != self.conn_id:
-            missing = self._missing_connection(path.conn_id)
+        conn_id = connection_of(path)
+        if conn_id and conn_id != self.conn_id:
+            missing = self._missing_connection(conn_id)
             if missing:
                 return f"cannot be read: {missing}"
         try:
             return read_facts(path, need_pixels)
         except Exception as err:
-            return read_failure(err, path.conn_id)
+            return read_failure(err, conn_id)
 
     def _missing_connection(self, conn_id: str) -> str | None:
         """Why ``conn_id`` cannot be used (it does not exist), or None; looked up once."""

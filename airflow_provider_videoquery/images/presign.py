@@ -13,6 +13,8 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_videoquery.images.stored import connection_of
+
 
 class PresignError(Exception):
     """An object could not be presigned; the message ends a sentence that starts with its URI."""
@@ -28,16 +30,16 @@ class Presigner:
 
     def url(self, path: ObjectStoragePath) -> str:
         bucket, _, key = path.path.partition("/")
-        protocol = path.protocol
+        protocol, conn_id = path.protocol, connection_of(path)
         try:
             if protocol in ("s3", "s3a"):
-                signed = self._hook("s3", path.conn_id).generate_presigned_url(
+                signed = self._hook("s3", conn_id).generate_presigned_url(
                     client_method="get_object",
                     params={"Bucket": bucket, "Key": key},
                     expires_in=self.expires_in,
                 )
             elif protocol in ("gs", "gcs"):
-                blob = self._hook("gs", path.conn_id).get_conn().bucket(bucket).blob(key)
+                blob = self._hook("gs", conn_id).get_conn().bucket(bucket).blob(key)
                 signed = blob.generate_signed_url(
                     version="v4", expiration=timedelta(seconds=self.expires_in), method="GET"
                 )
@@ -49,11 +51,11 @@ class Presigner:
             raise PresignError(f"cannot be presigned: {err}") from None
         except Exception as err:  # the SDKs' own: no credentials, a key that cannot sign, …
             raise PresignError(
-                f"cannot be presigned with {_conn(path.conn_id)} ({type(err).__name__}: {err}); presigning "
+                f"cannot be presigned with {_conn(conn_id)} ({type(err).__name__}: {err}); presigning "
                 "needs credentials that can sign (an access key, a service account key)"
             ) from None
         if not signed:
-            raise PresignError(f"cannot be presigned with {_conn(path.conn_id)} (the store refused)")
+            raise PresignError(f"cannot be presigned with {_conn(conn_id)} (the store refused)")
         return str(signed)
 
     def _hook(self, store: str, conn_id: str | None) -> Any:

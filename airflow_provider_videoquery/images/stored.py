@@ -26,10 +26,16 @@ def storage_path(ref: ImageRef, conn_id: str | None) -> ObjectStoragePath:
     """The object ``ref`` names, reached with its own connection, else ``conn_id``."""
     value = ref.value
     if isinstance(value, ObjectStoragePath):
-        return (
-            value if value.conn_id or not conn_id else ObjectStoragePath(object_uri(value), conn_id=conn_id)
-        )
+        if connection_of(value) or not conn_id:
+            return value
+        return ObjectStoragePath(object_uri(value), conn_id=conn_id)
     return ObjectStoragePath(ref.uri, conn_id=conn_id)  # "s3://conn@bucket/key" keeps its own conn
+
+
+def connection_of(path: ObjectStoragePath) -> str | None:
+    """The connection id a path is reached with (``conn_id`` on Airflow 3.2+, a storage option on 3.1)."""
+    own = getattr(path, "conn_id", None)
+    return str(own) if own else path.storage_options.get("conn_id") or None
 
 
 def read_facts(path: ObjectStoragePath, need_pixels: bool) -> ImageFacts:
@@ -85,4 +91,4 @@ def _reader(conn_id: str | None) -> str:
     return f"connection {conn_id!r}" if conn_id else "the store's default credentials"
 
 
-__all__ = ["NoCredentialsError", "read_bytes", "read_facts", "read_failure", "storage_path"]
+__all__ = ["NoCredentialsError", "connection_of", "read_bytes", "read_facts", "read_failure", "storage_path"]
