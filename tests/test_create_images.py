@@ -30,9 +30,9 @@ SHA = hashlib.sha256(png(1280, 720)).hexdigest()
 
 
 def test_an_s3_image_reaches_the_gateway_as_a_presigned_url_it_fetches(
-    emulator: Emulator, frame: str, caplog: pytest.LogCaptureFixture
+    emulator: Emulator, frame: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="airflow_provider_videoquery")
+    caplog.set_level(logging.DEBUG)
     operator = VideoCreateOperator(
         task_id="create",
         model="veo3.1-fast",
@@ -50,9 +50,12 @@ def test_an_s3_image_reaches_the_gateway_as_a_presigned_url_it_fetches(
     sent = task.body["images"][0]
     assert "Signature=" in sent
     assert operator.extra_fields == {"images": [frame]}  # the rendered field keeps the URI
+    captured = capsys.readouterr()
+    logged = captured.out + captured.err + caplog.text  # Airflow's task logger writes to stdout
+    assert f"Images: images[0] {frame} as a presigned URL." in logged
     signature = sent.split("Signature=")[1].split("&")[0]
-    assert signature not in caplog.text
-    assert_key_nowhere(caplog.text, context["ti"].xcom)
+    assert signature not in logged
+    assert_key_nowhere(logged, context["ti"].xcom)
 
 
 def test_the_openai_route_uploads_the_file_and_resends_it_whole_after_a_429(

@@ -157,7 +157,8 @@ class VideoQueryHook(BaseHook):
         self, model: str, prompt: str, route: str | Route | None = None, **fields: Any
     ) -> VideoTask:
         """Submit a new video task (the route's create, e.g. ``POST /v1/video/create``); extra fields pass
-        through unchanged.
+        through unchanged (a :class:`~airflow_provider_videoquery.images.multipart.FilePart` value sends
+        the body as ``multipart/form-data``, the file streamed).
 
         A create is not idempotent, so it is retried only when the gateway surely did not take it
         (429/503, a refused key, or no connection was made).

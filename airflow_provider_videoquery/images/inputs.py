@@ -239,6 +239,9 @@ class ImageInputs:
         if isinstance(known, str):
             raise ValueError(known)
         form = rules.stored_form(ref.protocol, known.size)
+        if form is None:
+            raise ValueError("cannot be sent on this route")
+        resolved.sent.append(f"{ref.where} {ref.shown} as {_AS[form]}")
         if form is ImageForm.URL:
             url = self._presigner.url(path)
             resolved.signed[url] = ref.shown
@@ -246,9 +249,7 @@ class ImageInputs:
         if form is ImageForm.DATA:
             data = read_bytes(path, rules.max_inline_bytes)
             return encode_data_uri(facts(data, len(data)).media_type, data)
-        if form is ImageForm.UPLOAD:
-            return FilePart(path.name, known.media_type, ref.shown, lambda: _open(path))
-        raise ValueError("cannot be sent on this route")
+        return FilePart(path.name, known.media_type, ref.shown, lambda: _open(path))
 
 
 def _open(path: ObjectStoragePath) -> IO[bytes]:
@@ -257,6 +258,7 @@ def _open(path: ObjectStoragePath) -> IO[bytes]:
 
 
 _SUFFIXES = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
+_AS = {ImageForm.URL: "a presigned URL", ImageForm.DATA: "a data: URI", ImageForm.UPLOAD: "an uploaded file"}
 
 
 @dataclass
@@ -265,6 +267,8 @@ class Resolved:
 
     fields: dict[str, Any]
     signed: dict[str, str] = field(default_factory=dict)
+    #: How each stored image goes, for the log: ``"images[0] s3://b/k.png as a presigned URL"``.
+    sent: list[str] = field(default_factory=list)
 
     def redact(self, text: str) -> str:
         """``text`` without any signed URL of this body (or a piece of one) and without data payloads."""

@@ -102,6 +102,8 @@ class VideoCreateOperator(BaseOperator):
         try:
             inputs = self._check(hook)
             resolved = inputs.resolve(self.extra_fields, what=f"Task {self.task_id!r}")
+            if resolved.sent:
+                self.log.info("Images: %s.", "; ".join(resolved.sent))
             with resolved.redacting():  # a signed image URL never reaches an error or a log
                 task = hook.create_task(self.model, self.prompt, **resolved.fields)
         except VideoCreateUncertainError as err:
