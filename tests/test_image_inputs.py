@@ -18,6 +18,7 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_videoquery.exceptions import VideoCreateRequestError, VideoQueryRequestError
+from airflow_provider_videoquery.images import inputs as inputs_module
 from airflow_provider_videoquery.images import presign
 from airflow_provider_videoquery.images.inputs import URL_EXPIRY, ImageInputs, Resolved
 from airflow_provider_videoquery.images.multipart import FilePart, encode
@@ -241,6 +242,20 @@ def test_an_image_gone_by_create_time_is_not_sent(bucket: str, moto_server: Moto
     moto_server.client().delete_object(Bucket=bucket, Key="frames/a.png")
     with pytest.raises(
         VideoCreateRequestError, match=r"Request 'k' was not sent \(nothing was paid for\): images"
+    ):
+        inputs.resolve(request, what="Request 'k'")
+
+
+def test_an_image_changed_since_its_check_is_checked_again_at_create_time(
+    bucket: str, moto_server: MotoS3, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inputs_module, "RECHECK_AFTER", 0.0)  # a later wave: the check's read is old
+    request = body(images=[f"s3://{bucket}/frames/a.png"])
+    inputs = ImageInputs("unified", "aws_default")
+    inputs.check([("Request 'k'", request)])
+    moto_server.client().put_object(Bucket=bucket, Key="frames/a.png", Body=PDF)
+    with pytest.raises(
+        VideoCreateRequestError, match=r"Request 'k' was not sent.*is not an image: its bytes are a PDF"
     ):
         inputs.resolve(request, what="Request 'k'")
 

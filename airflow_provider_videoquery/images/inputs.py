@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -50,6 +51,8 @@ from airflow_provider_videoquery.images.stored import (
 #: How long a presigned image URL stays valid, counted from the create that carries it: the gateway
 #: may fetch the image only when the task leaves its queue.
 URL_EXPIRY = timedelta(hours=6)
+#: At create time an image read longer ago than this (seconds) is read and checked again.
+RECHECK_AFTER = 60.0
 #: Stored images read at once while a batch is checked.
 CHECK_THREADS = 8
 _LISTED = 50
@@ -65,7 +68,7 @@ class ImageInputs:
         self.conn_id = conn_id or None
         self.rules: RouteImages | None = ROUTE_IMAGES.get(route)
         self._presigner = Presigner(url_expiry.total_seconds())
-        self._facts: dict[tuple[str, str | None], ImageFacts | str] = {}
+        self._facts: dict[tuple[str, str | None], tuple[float, ImageFacts | str]] = {}
         self._connections: dict[str, str | None] = {}
         self._lock = threading.Lock()
 
@@ -108,15 +111,16 @@ class ImageInputs:
         check_images(body, route=self.route, what=what, inspect=self.inspect)
         return []
 
-    def inspect(self, ref: ImageRef, need_pixels: bool) -> ImageFacts | str:
-        """The facts of a stored image, or why it cannot be read (remembered for this run)."""
+    def inspect(self, ref: ImageRef, need_pixels: bool, max_age: float | None = None) -> ImageFacts | str:
+        """The facts of a stored image, or why it cannot be read; read again when what is remembered
+        is older than ``max_age`` seconds (None: remembered for this run)."""
         key = (ref.uri, self.conn_id)
         with self._lock:
-            known = self._facts.get(key)
-        if known is None:
+            read_at, known = self._facts.get(key, (0.0, None))
+        if known is None or (max_age is not None and time.monotonic() - read_at > max_age):
             known = self._read(ref, need_pixels)
             with self._lock:
-                self._facts[key] = known
+                self._facts[key] = (time.monotonic(), known)
         return known
 
     def _read_all(self, bodies: Iterable[Mapping[str, Any]]) -> None:
@@ -188,10 +192,12 @@ class ImageInputs:
     def resolve(self, body: Mapping[str, Any], what: str = "The create request") -> Resolved:
         """``body`` with each image in the form the route takes: presigned (expiring from now), inlined
         as a ``data:`` URI or as a :class:`FilePart`. Raises :class:`VideoCreateRequestError` (nothing
-        was sent) when an image can no longer be read or signed."""
+        was sent) when an image no longer passes its checks, or can no longer be read or signed."""
         out = dict(body)
         if self.rules is None:
             return Resolved(out)
+        # Checked again, on reads at most a minute old: a later wave's image may have changed or gone.
+        check_images(body, route=self.route, what=what, inspect=self._recent)
         resolved = Resolved(out)
         for image_field, value in self.rules.values(body):
             if image_field.many and isinstance(value, list | tuple):
@@ -203,6 +209,9 @@ class ImageInputs:
                 wired = self._wire(image_field.name, value, resolved, what)
             image_field.put(out, wired)
         return resolved
+
+    def _recent(self, ref: ImageRef, need_pixels: bool) -> ImageFacts | str:
+        return self.inspect(ref, need_pixels, max_age=RECHECK_AFTER)
 
     def _wire(self, where: str, value: Any, resolved: Resolved, what: str) -> Any:
         rules = self.rules
@@ -235,7 +244,7 @@ class ImageInputs:
 
     def _wire_stored(self, ref: ImageRef, rules: RouteImages, resolved: Resolved) -> Any:
         path = storage_path(ref, self.conn_id)
-        known = self.inspect(ref, rules.needs_pixels)
+        known = self._recent(ref, rules.needs_pixels)
         if isinstance(known, str):
             raise ValueError(known)
         form = rules.stored_form(ref.protocol, known.size)
