@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Generator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -214,9 +214,10 @@ class RetryPolicy(BaseModel):
         return jittered
 
 
-# One step of an exchange: a request to send, or seconds to sleep before the next try.
+# One step of an exchange: a request to send, or seconds to sleep before the next try. The driver
+# passes back the answer (body read) or whatever failed while sending it or reading its answer.
 Action = httpx.Request | float
-Outcome = httpx.Response | httpx.TransportError | None
+Outcome = httpx.Response | Exception | None
 
 
 def exchange(
@@ -230,15 +231,19 @@ def exchange(
 ) -> Generator[Action, Outcome, httpx.Response]:
     """Send ``request`` until it gets a usable answer; return it or raise a typed error.
 
-    The caller sends each yielded request and passes back the response (body read) or the transport
-    error, and sleeps for each yielded float. ``what`` names the operation in every message. A request
-    that is not ``idempotent`` is retried only when the gateway surely did not act on it. No sleep runs
-    past ``deadline`` (epoch seconds): the retries end there instead. ``check_status=False`` returns
-    any answer that is not retried (4xx, 3xx) instead of raising for it.
+    The caller sends each yielded request and passes back the response (body read) or any exception
+    raised while sending it or reading its answer, and sleeps for each yielded float. ``what`` names the
+    operation in every message. A request that is not ``idempotent`` is retried only when the gateway
+    surely did not act on it: any other failure after it may have been sent (a timeout, a reset, an
+    answer that cannot be decoded, …) is an uncertain create. No sleep runs past ``deadline`` (epoch
+    seconds): the retries end there instead. ``check_status=False`` returns any answer that is not
+    retried (4xx, 3xx) instead of raising for it.
     """
     attempt, ever_answered = 0, False
     while True:
         outcome = yield request
+        if isinstance(outcome, Exception) and not isinstance(outcome, httpx.TransportError):
+            _unreadable(request, what, idempotent, outcome)
         if isinstance(outcome, httpx.TransportError) and certificate_refused(outcome):
             raise VideoQueryRequestError(certificate_message(f"{what}: the gateway's", outcome))
         ever_answered = ever_answered or isinstance(outcome, httpx.Response)
@@ -290,6 +295,17 @@ def uncertain_create(request: httpx.Request, what: str, problem: str) -> VideoCr
     return VideoCreateUncertainError(message, what=what, problem=problem, check=check)
 
 
+def _unreadable(request: httpx.Request, what: str, idempotent: bool, err: Exception) -> NoReturn:
+    """Raise for an answer that could not be read (not a transport failure: a body that does not match
+    its ``Content-Encoding``, one too large, …). Never retried: after a POST it is uncertain."""
+    problem = f"its answer could not be read ({describe(err)})"
+    if not idempotent:
+        raise uncertain_create(request, what, problem) from err
+    if isinstance(err, httpx.HTTPError):
+        raise VideoQueryResponseError(f"{what}: the gateway answered, but {problem}.") from err
+    raise err
+
+
 def _transient_problem(outcome: Outcome) -> str | None:
     if isinstance(outcome, httpx.TransportError):
         return describe(outcome)
@@ -304,8 +320,8 @@ def _surely_not_processed(outcome: Outcome) -> bool:
     return isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
-def describe(err: httpx.TransportError) -> str:
-    """A transport error for messages: its type, and its text when it has one."""
+def describe(err: BaseException) -> str:
+    """An error for messages: its type, and its text when it has one."""
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 

@@ -17,7 +17,9 @@ from airflow.providers.common.compat.sdk import BaseHook
 from httpx_aiohttp import AiohttpTransport
 
 from airflow_provider_videoquery.exceptions import (
+    VideoCreateUncertainError,
     VideoQueryAuthError,
+    VideoQueryError,
     VideoQueryResponseError,
 )
 from airflow_provider_videoquery.hooks._http import (
@@ -27,6 +29,7 @@ from airflow_provider_videoquery.hooks._http import (
     Outcome,
     RetryPolicy,
     Route,
+    describe,
     exchange,
     json_body,
     uncertain_create,
@@ -214,16 +217,13 @@ class VideoQueryHook(BaseHook):
             extensions={"timeout": config.timeout.as_dict()},
         )
         response = yield from exchange(request, self.retry_policy, what, idempotent=False)
-        route_spec = spec(resolved)
         try:
-            answer = json_body(response, what)
-            created = _unwrap(route_spec, answer, what)
-        except VideoQueryResponseError as err:  # a 200 the gateway may have acted on
-            raise uncertain_create(request, what, str(err).removeprefix(f"{what}: ")) from None
-        new_id = route_spec.new_id(created) if created is not None else None
-        if new_id is None:
-            raise uncertain_create(request, what, f"the answer names no task id: {elide_inline(answer)!r}")
-        task = parse_task(created, new_id, statuses=route_spec.statuses)
+            task = _created(spec(resolved), response, what)
+        except VideoCreateUncertainError:
+            raise
+        except Exception as err:  # anything while reading a 200 the gateway may have acted on
+            said = str(err).removeprefix(f"{what}: ") if isinstance(err, VideoQueryError) else describe(err)
+            raise uncertain_create(request, what, said) from err
         self.log.info("Created %s", task.summary())
         return task
 
@@ -274,7 +274,7 @@ class VideoQueryHook(BaseHook):
                     continue
                 try:
                     outcome = client.send(action)
-                except httpx.TransportError as err:
+                except Exception as err:  # the plan decides: transient, unreadable or uncertain
                     outcome = err
         except StopIteration as done:
             result: T = done.value
@@ -292,11 +292,21 @@ class VideoQueryHook(BaseHook):
                     continue
                 try:
                     outcome = await client.send(action)
-                except httpx.TransportError as err:
-                    outcome = _honest(err)
+                except Exception as err:  # the plan decides: transient, unreadable or uncertain
+                    outcome = _honest(err) if isinstance(err, httpx.TransportError) else err
         except StopIteration as done:
             result: T = done.value
             return result
+
+
+def _created(route: RouteSpec, response: httpx.Response, what: str) -> VideoTask:
+    """The new task in a create's answer; raises when the answer names none."""
+    answer = json_body(response, what)
+    created = _unwrap(route, answer, what)
+    new_id = route.new_id(created) if created is not None else None
+    if new_id is None:
+        raise VideoQueryResponseError(f"the answer names no task id: {elide_inline(answer)!r}")
+    return parse_task(created, new_id, statuses=route.statuses)
 
 
 def _unwrap(route: RouteSpec, answer: dict[str, Any], what: str) -> Mapping[str, Any] | None:

@@ -1,0 +1,109 @@
+"""A create whose answer cannot be read is an uncertain create: the gateway took the POST and may have
+made (and billed) the video. A real gateway on 127.0.0.1 answers 200 with ``Content-Encoding: gzip`` and a
+body that is not gzip: the single create fails without Airflow retries, the batch records ``uncertain``
+and neither sends the create again. A query with such an answer is a clear response error."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException
+
+from airflow_provider_videoquery.exceptions import VideoCreateUncertainError, VideoQueryResponseError
+from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
+from airflow_provider_videoquery.operators.videoquery import VideoCreateOperator
+from tests.airflow_helpers import assert_key_nowhere, load_dag, make_context, run_dag, use_dags_folder
+from tests.conftest import connection_json
+from tests.gateway import Handler, ScriptedGateway, scripted_gateway
+
+pytestmark = pytest.mark.timeout(120)
+
+CREATED = json.dumps({"id": "veo3.1-fast:made-and-billed", "status": "pending"})
+
+
+def not_gzip(handler: Handler) -> None:
+    """Every answer claims gzip but is plain JSON: httpx cannot decode it (a DecodingError)."""
+    handler.send(200, CREATED, {"Content-Encoding": "gzip"})
+
+
+@pytest.fixture
+def gateway(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedGateway]:
+    with scripted_gateway(not_gzip) as running:
+        monkeypatch.setenv("AIRFLOW_CONN_VIDEOQUERY_DEFAULT", connection_json(running.url, timeout=5))
+        yield running
+
+
+def test_an_undecodable_create_answer_is_an_uncertain_create(gateway: ScriptedGateway) -> None:
+    operator = VideoCreateOperator(task_id="create", model="veo3.1-fast", prompt="A fox in the snow")
+
+    with pytest.raises(VideoCreateUncertainError) as caught:
+        operator.execute(make_context())
+
+    assert isinstance(caught.value, AirflowFailException)  # Airflow does not retry it
+    assert "DecodingError" in str(caught.value)
+    assert "Check the gateway's task list" in str(caught.value)
+    assert_key_nowhere(str(caught.value))
+    assert gateway.count("POST") == 1
+
+
+def test_an_undecodable_query_answer_is_a_response_error(gateway: ScriptedGateway) -> None:
+    hook = VideoQueryHook()
+    try:
+        with pytest.raises(VideoQueryResponseError, match=r"could not be read.*DecodingError"):
+            hook.get_task("veo3.1-fast:made-and-billed")
+    finally:
+        hook.close()
+
+
+RETRY_DAG = """
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG
+
+from airflow_provider_videoquery.operators.videoquery import VideoCreateOperator
+
+with DAG(dag_id="videoquery_undecodable", schedule=None, start_date=datetime(2025, 1, 1)) as dag:
+    VideoCreateOperator(
+        task_id="create", model="veo3.1-fast", prompt="A fox", retries=2, retry_delay=timedelta(0)
+    )
+"""
+
+
+@pytest.mark.integration
+def test_airflow_retries_do_not_pay_again_for_an_undecodable_answer(
+    airflow_db: str,
+    gateway: ScriptedGateway,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "videoquery_undecodable.py").write_text(RETRY_DAG)
+    use_dags_folder(monkeypatch, tmp_path)
+
+    result = run_dag(load_dag(tmp_path / "videoquery_undecodable.py"), capsys)
+
+    assert result.states == {"create": "failed"}
+    assert gateway.count("POST") == 1
+    assert "VideoCreateUncertainError" in result.output
+
+
+@pytest.mark.integration
+def test_the_batch_records_an_undecodable_create_as_uncertain_and_never_resends_it(
+    airflow_db: str, gateway: ScriptedGateway, tmp_path: Path
+) -> None:
+    from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+
+    out = tmp_path / "videos"
+    requests = [{"key": "clip", "model": "veo3.1-fast", "prompt": "A fox"}]
+    for _try in range(2):  # the first try, then a retry over the same manifest
+        operator = VideoBatchOperator(task_id="batch", requests=requests, destination=str(out))
+        with pytest.raises(AirflowFailException, match="clip"):
+            operator.execute(make_context())
+
+    assert gateway.count("POST") == 1
+    (entry,) = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert entry["status"] == "uncertain"
+    assert "DecodingError" in entry["error"]
