@@ -5,8 +5,10 @@ and neither sends the create again. A query with such an answer is a clear respo
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,44 @@ def test_the_batch_records_an_undecodable_create_as_uncertain_and_never_resends_
     (entry,) = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert entry["status"] == "uncertain"
     assert "DecodingError" in entry["error"]
+
+
+# -- a gzip bomb: the answer is size-capped as it is decompressed, before it is decoded ------------------
+BOMB = 512 * 1024 * 1024  # what the gateway's gzip body inflates to (about 0.5 MB on the wire)
+CAP = 1024 * 1024
+
+
+@pytest.fixture
+def bomb(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedGateway]:
+    with scripted_gateway(lambda handler: handler.gzip_bomb(BOMB)) as running:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_VIDEOQUERY_DEFAULT", connection_json(running.url, timeout=5, max_answer_bytes=CAP)
+        )
+        yield running
+
+
+@pytest.mark.parametrize("call", ["get_task", "aget_task", "create_task"])
+def test_a_gzip_bomb_stops_at_the_cap_without_taking_the_memory(bomb: ScriptedGateway, call: str) -> None:
+    hook = VideoQueryHook()
+    calls: dict[str, Callable[[], object]] = {
+        "get_task": lambda: hook.get_task("veo3.1-fast:bomb"),
+        "aget_task": lambda: asyncio.run(hook.aget_task("veo3.1-fast:bomb")),
+        "create_task": lambda: hook.create_task("veo3.1-fast", "A fox"),
+    }
+    # A create's answer the gateway may have acted on is uncertain (not retried); a query's is an error.
+    expected = VideoCreateUncertainError if call == "create_task" else VideoQueryResponseError
+    tracemalloc.start()
+    try:
+        with pytest.raises(expected) as caught:
+            calls[call]()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        hook.close()
+
+    # Held at most the cap plus what one network read inflates to (deflate: ~1000x of 64 KiB); the
+    # whole answer would be 512 MiB, twice that while joined.
+    assert peak < 200 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
+    print(f"FIGURE gzip bomb {call}: peak {peak / 2**20:.1f} MiB traced for a {BOMB >> 20} MiB answer")
+    assert f"larger than max_answer_bytes={CAP}" in str(caught.value)
+    assert bomb.count() == 1

@@ -34,6 +34,10 @@ from airflow_provider_videoquery.routes import spec
 
 USER_AGENT = "airflow-provider-videoquery"
 _BODY_PREVIEW = 200
+#: The largest answer read from the gateway, counted as it is decompressed: an inline video (new-api's
+#: ``data:video/mp4;base64,…``) of up to ~190 MB fits; a gzip bomb stops here instead of taking the
+#: worker's (or the triggerer's) memory. The connection's ``max_answer_bytes`` extra changes it.
+DEFAULT_MAX_ANSWER_BYTES = 256 * 1024 * 1024
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
 
@@ -59,6 +63,7 @@ class GatewayConfig(BaseModel):
     verify_download_ssl: bool = True
     proxy: str | None = Field(default=None, repr=False)  # may carry the proxy's credentials
     allowed_download_hosts: tuple[str, ...] = ()
+    max_answer_bytes: int = Field(default=DEFAULT_MAX_ANSWER_BYTES, gt=0)
 
     @field_validator("base_url")
     @classmethod
@@ -124,7 +129,15 @@ class GatewayConfig(BaseModel):
         # The UI may store form fields with Airflow's old prefixed names; accept both spellings.
         extra = {key.removeprefix("extra__videoquery__"): value for key, value in extra.items()}
         fields: dict[str, Any] = {"base_url": host or "", "api_key": password}
-        for key in ("route", "connect_timeout", "read_timeout", "verify_ssl", "verify_download_ssl", "proxy"):
+        for key in (
+            "route",
+            "connect_timeout",
+            "read_timeout",
+            "verify_ssl",
+            "verify_download_ssl",
+            "proxy",
+            "max_answer_bytes",
+        ):
             if extra.get(key) not in (None, ""):
                 fields[key] = extra[key]
         if extra.get("timeout") not in (None, ""):
@@ -212,6 +225,41 @@ class RetryPolicy(BaseModel):
         if retry_after is not None:
             return min(self.max_retry_after, max(retry_after, jittered / 2))
         return jittered
+
+
+class AnswerTooLargeError(httpx.DecodingError):
+    """The gateway's answer grew past ``max_answer_bytes`` while it was read (and decompressed)."""
+
+
+class AnswerBody:
+    """A gateway answer's body, collected block by block as it is decompressed, up to ``limit`` bytes:
+    nothing larger is ever held or decoded. The drivers feed it; :meth:`response` is the answer whole."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self._blocks: list[bytes] = []
+
+    def add(self, block: bytes) -> None:
+        self.size += len(block)
+        if self.size > self.limit:
+            raise AnswerTooLargeError(
+                f"the answer is larger than max_answer_bytes={self.limit} (decompressed); stopped reading "
+                "it. Raise the connection's max_answer_bytes extra if the gateway really sends such answers"
+            )
+        self._blocks.append(block)
+
+    def response(self, streamed: httpx.Response) -> httpx.Response:
+        """The answer with its body read (already decompressed: its ``Content-Encoding`` is dropped)."""
+        headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() != "content-encoding"]
+        content, self._blocks = b"".join(self._blocks), []
+        return httpx.Response(
+            streamed.status_code,
+            headers=headers,
+            content=content,
+            request=streamed.request,
+            extensions=streamed.extensions,
+        )
 
 
 # One step of an exchange: a request to send, or seconds to sleep before the next try. The driver

@@ -24,6 +24,7 @@ from airflow_provider_videoquery.exceptions import (
 )
 from airflow_provider_videoquery.hooks._http import (
     Action,
+    AnswerBody,
     ClientKey,
     GatewayConfig,
     Outcome,
@@ -272,10 +273,7 @@ class VideoQueryHook(BaseHook):
                     time.sleep(action)
                     outcome = None
                     continue
-                try:
-                    outcome = client.send(action)
-                except Exception as err:  # the plan decides: transient, unreadable or uncertain
-                    outcome = err
+                outcome = self._send_sync(client, action)
         except StopIteration as done:
             result: T = done.value
             return result
@@ -290,13 +288,39 @@ class VideoQueryHook(BaseHook):
                     await asyncio.sleep(action)
                     outcome = None
                     continue
-                try:
-                    outcome = await client.send(action)
-                except Exception as err:  # the plan decides: transient, unreadable or uncertain
-                    outcome = _honest(err) if isinstance(err, httpx.TransportError) else err
+                outcome = await self._send_async(client, action)
         except StopIteration as done:
             result: T = done.value
             return result
+
+    # Sending: the answer with its body read under the cap, or whatever failed; the plan decides what
+    # that means (transient, unreadable, uncertain).
+
+    def _send_sync(self, client: httpx.Client, request: httpx.Request) -> Outcome:
+        body = AnswerBody(self.config.max_answer_bytes)
+        try:
+            response = client.send(request, stream=True)
+            try:
+                for block in response.iter_bytes():
+                    body.add(block)
+            finally:
+                response.close()
+        except Exception as err:
+            return err
+        return body.response(response)
+
+    async def _send_async(self, client: httpx.AsyncClient, request: httpx.Request) -> Outcome:
+        body = AnswerBody(self.config.max_answer_bytes)
+        try:
+            response = await client.send(request, stream=True)
+            try:
+                async for block in response.aiter_bytes():
+                    body.add(block)
+            finally:
+                await response.aclose()
+        except Exception as err:
+            return _honest(err) if isinstance(err, httpx.TransportError) else err
+        return body.response(response)
 
 
 def _created(route: RouteSpec, response: httpx.Response, what: str) -> VideoTask:
