@@ -262,6 +262,10 @@ class AnswerBody:
         )
 
 
+#: ``request.extensions`` key: epoch seconds by which the answer must be complete (the sync driver shuts
+#: the connection down then, see ``hooks/_deadline.py``); set by :func:`exchange` from its budget.
+ANSWER_BY = "videoquery.answer_by"
+
 # One step of an exchange: a request to send, or seconds to sleep before the next try. The driver
 # passes back the answer (body read) or whatever failed while sending it or reading its answer.
 Action = httpx.Request | float
@@ -276,6 +280,7 @@ def exchange(
     *,
     deadline: float | None = None,
     check_status: bool = True,
+    answer_budget: float | None = None,
 ) -> Generator[Action, Outcome, httpx.Response]:
     """Send ``request`` until it gets a usable answer; return it or raise a typed error.
 
@@ -285,11 +290,17 @@ def exchange(
     surely did not act on it: any other failure after it may have been sent (a timeout, a reset, an
     answer that cannot be decoded, …) is an uncertain create. No sleep runs past ``deadline`` (epoch
     seconds): the retries end there instead. ``check_status=False`` returns any answer that is not
-    retried (4xx, 3xx) instead of raising for it.
+    retried (4xx, 3xx) instead of raising for it. ``answer_budget``: seconds all answers together may
+    take (the sleeps between tries do not count); each request is stamped with the time its answer
+    must be complete by (``ANSWER_BY``), and no try starts once the budget is spent.
     """
-    attempt, ever_answered = 0, False
+    attempt, ever_answered, answering = 0, False, 0.0
     while True:
+        sent = time.time()
+        if answer_budget is not None:
+            request.extensions[ANSWER_BY] = sent + answer_budget - answering
         outcome = yield request
+        answering += time.time() - sent
         if isinstance(outcome, Exception) and not isinstance(outcome, httpx.TransportError):
             _unreadable(request, what, idempotent, outcome)
         if isinstance(outcome, httpx.TransportError) and certificate_refused(outcome):
@@ -305,15 +316,21 @@ def exchange(
         wait = policy.delay(
             attempt - 1, retry_after(outcome) if isinstance(outcome, httpx.Response) else None
         )
-        if attempt >= policy.max_attempts or (deadline is not None and time.time() + wait > deadline):
+        spent = answer_budget is not None and answering >= answer_budget
+        if (
+            attempt >= policy.max_attempts
+            or spent
+            or (deadline is not None and time.time() + wait > deadline)
+        ):
             if not ever_answered and isinstance(outcome, httpx.TransportError) and unreachable(outcome):
                 raise VideoQueryUnreachableError(unreachable_message(what, request.url, outcome))
             tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
-            why = (
-                ""
-                if attempt >= policy.max_attempts
-                else f" (the next try, in {wait:.0f}s, would pass the deadline)"
-            )
+            if attempt >= policy.max_attempts:
+                why = ""
+            elif spent:
+                why = f" (its answers took the {answer_budget:g}s the connection's timeout allows a call)"
+            else:
+                why = f" (the next try, in {wait:.0f}s, would pass the deadline)"
             raise VideoQueryTransientError(
                 f"{what} still failed after {tries}{why}: {problem}. The gateway looks unwell; "
                 "try again later or raise the retries."

@@ -22,7 +22,9 @@ from airflow_provider_videoquery.exceptions import (
     VideoQueryError,
     VideoQueryResponseError,
 )
+from airflow_provider_videoquery.hooks._deadline import SocketDeadline
 from airflow_provider_videoquery.hooks._http import (
+    ANSWER_BY,
     Action,
     AnswerBody,
     ClientKey,
@@ -104,7 +106,10 @@ class VideoQueryHook(BaseHook):
     @cached_property
     def _sync_client(self) -> httpx.Client:
         verify, proxy = self.config.client_key
-        transport = httpx.HTTPTransport(verify=verify, proxy=proxy)
+        # No keep-alive: an answer's deadline watches the socket of each new connection (a reused one
+        # would go unwatched); the sync path makes few calls.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        transport = httpx.HTTPTransport(verify=verify, proxy=proxy, limits=limits)
         return httpx.Client(transport=transport, timeout=self.config.timeout)
 
     def close(self) -> None:
@@ -146,9 +151,11 @@ class VideoQueryHook(BaseHook):
     ) -> VideoTask:
         """Query a task once (transient failures are retried) and normalize the answer.
 
-        ``deadline`` (epoch seconds): no backoff or ``Retry-After`` sleep runs past it.
+        Its answers, retries included, get the connection's timeout in total: a server that trickles
+        its answer cannot hold the call. ``deadline`` (epoch seconds): no backoff or ``Retry-After``
+        sleep runs past it.
         """
-        return self._call_sync(lambda: self._query(video_task_id, route, deadline))
+        return self._call_sync(lambda: self._query(video_task_id, route, deadline, self._answer_budget()))
 
     async def aget_task(
         self, video_task_id: str, route: str | Route | None = None, *, deadline: float | None = None
@@ -163,16 +170,18 @@ class VideoQueryHook(BaseHook):
         through unchanged.
 
         A create is not idempotent, so it is retried only when the gateway surely did not take it
-        (429/503, a refused key, or no connection was made).
+        (429/503, a refused key, or no connection was made). Its answers get the connection's timeout
+        in total, as a query's.
         """
-        return self._call_sync(lambda: self._create({"model": model, "prompt": prompt, **fields}, route))
+        body = {"model": model, "prompt": prompt, **fields}
+        return self._call_sync(lambda: self._create(body, route, self._answer_budget()))
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: query a made-up task; only the gateway's own JSON "unknown task" answer
         proves the key (a website, a bare 404 or a login redirect fails, saying what was reached)."""
         probe = VideoQueryHook(self.videoquery_conn_id, self.route, RetryPolicy(max_attempts=2))
         try:
-            return probe._run_sync(probe._probe())
+            return probe._call_sync(lambda: probe._probe(probe._answer_budget()))
         except Exception as err:
             return False, str(err)
         finally:
@@ -183,13 +192,23 @@ class VideoQueryHook(BaseHook):
     def _resolve_route(self, route: str | Route | None) -> Route:
         return Route(route) if route else (self.route or self.config.route)
 
+    def _answer_budget(self) -> float:
+        """Seconds the answers of one worker-side call may take in total: the connection's timeout."""
+        return self.config.read_timeout
+
     def _query(
-        self, video_task_id: str, route: str | Route | None, deadline: float | None = None
+        self,
+        video_task_id: str,
+        route: str | Route | None,
+        deadline: float | None = None,
+        budget: float | None = None,
     ) -> Generator[Action, Outcome, VideoTask]:
         config, resolved = self.config, self._resolve_route(route)
         what = f"Querying video task {video_task_id!r} at {config.base_url} ({resolved.value} route)"
         request = _get(config, config.query_url(video_task_id, resolved))
-        response = yield from exchange(request, self.retry_policy, what, deadline=deadline)
+        response = yield from exchange(
+            request, self.retry_policy, what, deadline=deadline, answer_budget=budget
+        )
         route_spec = spec(resolved)
         return parse_task(
             _unwrap(route_spec, json_body(response, what), what),
@@ -198,15 +217,17 @@ class VideoQueryHook(BaseHook):
             route_spec.statuses,
         )
 
-    def _probe(self) -> Generator[Action, Outcome, tuple[bool, str]]:
+    def _probe(self, budget: float | None = None) -> Generator[Action, Outcome, tuple[bool, str]]:
         config, resolved = self.config, self._resolve_route(None)
         what = f"Testing the connection {self.videoquery_conn_id!r} at {config.base_url}"
         request = _get(config, config.query_url(PROBE_TASK_ID, resolved))
-        response = yield from exchange(request, self.retry_policy, what, check_status=False)
+        response = yield from exchange(
+            request, self.retry_policy, what, check_status=False, answer_budget=budget
+        )
         return verdict(response, config.base_url, resolved.value)
 
     def _create(
-        self, body: dict[str, Any], route: str | Route | None
+        self, body: dict[str, Any], route: str | Route | None, budget: float | None = None
     ) -> Generator[Action, Outcome, VideoTask]:
         config, resolved = self.config, self._resolve_route(route)
         what = f"Creating a {body.get('model')!r} video task at {config.base_url}"
@@ -217,7 +238,9 @@ class VideoQueryHook(BaseHook):
             json=body,
             extensions={"timeout": config.timeout.as_dict()},
         )
-        response = yield from exchange(request, self.retry_policy, what, idempotent=False)
+        response = yield from exchange(
+            request, self.retry_policy, what, idempotent=False, answer_budget=budget
+        )
         try:
             task = _created(spec(resolved), response, what)
         except VideoCreateUncertainError:
@@ -297,16 +320,21 @@ class VideoQueryHook(BaseHook):
     # that means (transient, unreadable, uncertain).
 
     def _send_sync(self, client: httpx.Client, request: httpx.Request) -> Outcome:
+        """The answer is read whole before ``ANSWER_BY`` (the plan's stamp, epoch seconds) or its
+        connection is shut down: read timeouts bound each read, not a trickled answer."""
         body = AnswerBody(self.config.max_answer_bytes)
-        try:
-            response = client.send(request, stream=True)
+        why = "the connection's timeout, for all answers of the call together"
+        with SocketDeadline(request.extensions.get(ANSWER_BY), why) as deadline:
+            request.extensions.update(deadline.extensions())
             try:
-                for block in response.iter_bytes():
-                    body.add(block)
-            finally:
-                response.close()
-        except Exception as err:
-            return err
+                response = client.send(request, stream=True)
+                try:
+                    for block in response.iter_bytes():
+                        body.add(block)
+                finally:
+                    response.close()
+            except Exception as err:
+                return deadline.error() if deadline.expired else err
         return body.response(response)
 
     async def _send_async(self, client: httpx.AsyncClient, request: httpx.Request) -> Outcome:
