@@ -29,6 +29,7 @@ from airflow_provider_videoquery.exceptions import (
     VideoQueryUnreachableError,
     VideoTaskNotFoundError,
 )
+from airflow_provider_videoquery.models import shown_url
 from airflow_provider_videoquery.routes import Route as Route  # re-exported: its historic home
 from airflow_provider_videoquery.routes import spec
 
@@ -86,6 +87,11 @@ class GatewayConfig(BaseModel):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"the proxy must be an http(s) URL such as http://proxy:3128, got {value!r}")
         return value
+
+    @property
+    def shown_url(self) -> str:
+        """The base URL for messages: without credentials a user may have put into it."""
+        return shown_url(self.base_url)
 
     @property
     def client_key(self) -> ClientKey:
@@ -250,9 +256,10 @@ class AnswerBody:
         self._blocks.append(block)
 
     def response(self, streamed: httpx.Response) -> httpx.Response:
-        """The answer with its body read (already decompressed: its ``Content-Encoding`` is dropped)."""
+        """The answer with its body read (already decompressed: its ``Content-Encoding`` is dropped) and
+        the credentials the request carried masked in it (:func:`redact`)."""
         headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() != "content-encoding"]
-        content, self._blocks = b"".join(self._blocks), []
+        content, self._blocks = redact(b"".join(self._blocks), streamed.request), []
         return httpx.Response(
             streamed.status_code,
             headers=headers,
@@ -260,6 +267,42 @@ class AnswerBody:
             request=streamed.request,
             extensions=streamed.extensions,
         )
+
+
+#: Request headers whose values are credentials, besides ``Authorization`` (the connection's extra
+#: headers may hold one: ``X-Api-Key``, a cookie, …).
+_SECRET_HEADER_WORDS = ("key", "token", "secret", "auth", "cookie", "signature", "password")
+#: Shorter values are not masked: masking "abc" would garble every text that contains it.
+_SECRET_MIN_LENGTH = 8
+
+
+def redact(data: bytes, request: httpx.Request | None) -> bytes:
+    """``data`` from a server with every credential ``request`` sent it replaced by ``***``.
+
+    The one place gateway text is masked: every answer the hook reads (so nothing quoted from it —
+    error messages, body previews, a failure reason, an envelope's message — can carry an API key the
+    gateway echoes into a log, an exception, XCom or a manifest) and the download's quotes of the
+    gateway's own bodies.
+    """
+    if request is None:
+        return data
+    for secret in _credentials_sent(request):
+        data = data.replace(secret, b"***")
+    return data
+
+
+def _credentials_sent(request: httpx.Request) -> list[bytes]:
+    found: list[bytes] = []
+    for name, value in request.headers.raw:
+        lowered = name.decode("latin-1").lower()
+        if lowered == "authorization":
+            scheme, _, credential = value.partition(b" ")
+            found.append(credential.strip() or scheme)
+        elif any(word in lowered for word in _SECRET_HEADER_WORDS):
+            found.append(value.strip())
+    if request.url.password:
+        found.append(request.url.password.encode())
+    return [secret for secret in found if len(secret) >= _SECRET_MIN_LENGTH]
 
 
 #: ``request.extensions`` key: epoch seconds by which the answer must be complete (the sync driver shuts
@@ -398,7 +441,7 @@ def unreachable(err: httpx.TransportError) -> bool:
 
 def unreachable_message(what: str, url: httpx.URL, err: httpx.TransportError) -> str:
     """What to fix when nothing answers at ``url`` (shown without its query string)."""
-    tried = str(url.copy_with(query=None, fragment=None))
+    tried = shown_url(str(url))
     return (
         f"{what}: nothing answered at {tried} ({describe(err)}). Check the connection's base URL: "
         "the scheme (http or https), host and port. If this machine reaches the gateway through a "

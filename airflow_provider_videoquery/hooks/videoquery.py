@@ -204,7 +204,7 @@ class VideoQueryHook(BaseHook):
         budget: float | None = None,
     ) -> Generator[Action, Outcome, VideoTask]:
         config, resolved = self.config, self._resolve_route(route)
-        what = f"Querying video task {video_task_id!r} at {config.base_url} ({resolved.value} route)"
+        what = f"Querying video task {video_task_id!r} at {config.shown_url} ({resolved.value} route)"
         request = _get(config, config.query_url(video_task_id, resolved))
         response = yield from exchange(
             request, self.retry_policy, what, deadline=deadline, answer_budget=budget
@@ -219,18 +219,18 @@ class VideoQueryHook(BaseHook):
 
     def _probe(self, budget: float | None = None) -> Generator[Action, Outcome, tuple[bool, str]]:
         config, resolved = self.config, self._resolve_route(None)
-        what = f"Testing the connection {self.videoquery_conn_id!r} at {config.base_url}"
+        what = f"Testing the connection {self.videoquery_conn_id!r} at {config.shown_url}"
         request = _get(config, config.query_url(PROBE_TASK_ID, resolved))
         response = yield from exchange(
             request, self.retry_policy, what, check_status=False, answer_budget=budget
         )
-        return verdict(response, config.base_url, resolved.value)
+        return verdict(response, config.shown_url, resolved.value)
 
     def _create(
         self, body: dict[str, Any], route: str | Route | None, budget: float | None = None
     ) -> Generator[Action, Outcome, VideoTask]:
         config, resolved = self.config, self._resolve_route(route)
-        what = f"Creating a {body.get('model')!r} video task at {config.base_url}"
+        what = f"Creating a {body.get('model')!r} video task at {config.shown_url}"
         request = httpx.Request(
             "POST",
             config.create_url(resolved),
