@@ -38,6 +38,7 @@ from airflow_provider_videoquery.waiting import (
     DEFER_MARGIN,
     Event,
     Watch,
+    poll_interval_checked,
     refreshed,
     require_task_id,
 )
@@ -267,7 +268,7 @@ class VideoDownloadOperator(BaseOperator):
     :param route: ``unified``, ``vidu-native``, ``openai`` or ``new-api``; default: the connection's route.
     :param wait_for_completion: wait for an unfinished task; otherwise fail at once.
     :param deferrable: wait in the triggerer (True) or poll on the worker (False).
-    :param poll_interval: seconds between status queries while waiting.
+    :param poll_interval: seconds between status queries while waiting (at least 0.01 s).
     :param timeout: seconds to wait for the task to finish (the download itself is not limited).
     :param overwrite: replace an existing, different object at the destination.
     :param max_bytes: refuse files larger than this.
@@ -306,7 +307,7 @@ class VideoDownloadOperator(BaseOperator):
         self.route = route
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = poll_interval_checked(poll_interval, f"VideoDownloadOperator {self.task_id!r}")
         self.timeout = float(timeout)
         self.overwrite = overwrite
         self.max_bytes = int(max_bytes)
