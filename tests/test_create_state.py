@@ -75,12 +75,12 @@ def test_a_try_killed_mid_post_is_not_paid_again_by_the_retry(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # The create is made at once and answered after 30 s; the try's own timeout (2 s) kills it first:
-    # Airflow's AirflowTaskTimeout, not an error the hook sees.
-    emulator.answer_creates_late(30.0, times=1)
+    # The create is made at once and answered after 60 s; the try's own timeout (5 s: time enough to
+    # send it on a busy machine) kills it first: Airflow's AirflowTaskTimeout, no error the hook sees.
+    emulator.answer_creates_late(60.0, times=1)
     monkeypatch.setenv("AIRFLOW_CONN_VIDEOQUERY_DEFAULT", connection_json(emulator.url, timeout=60))
 
-    result = run(tmp_path, monkeypatch, capsys, extra="execution_timeout=timedelta(seconds=2),")
+    result = run(tmp_path, monkeypatch, capsys, extra="execution_timeout=timedelta(seconds=5),")
 
     assert result.states == {"create": "failed"}
     assert "AirflowTaskTimeout" in result.output  # the first try died mid-request …
@@ -98,10 +98,10 @@ def test_with_the_opt_in_the_retry_creates_again(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    emulator.answer_creates_late(30.0, times=1)
+    emulator.answer_creates_late(60.0, times=1)
     monkeypatch.setenv("AIRFLOW_CONN_VIDEOQUERY_DEFAULT", connection_json(emulator.url, timeout=60))
 
-    result = run(tmp_path, monkeypatch, capsys, opt_in=True, extra="execution_timeout=timedelta(seconds=2),")
+    result = run(tmp_path, monkeypatch, capsys, opt_in=True, extra="execution_timeout=timedelta(seconds=5),")
 
     assert result.states == {"create": "success"}
     assert emulator.creates().accepted == 2  # as the user asked: the uncertain one, then a new one
