@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_videoquery import manifest
 from airflow_provider_videoquery.emulator import Emulator, Fault, Limits, Scenario
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.triggers.batch import VideoBatchTrigger
 from tests.airflow_helpers import assert_key_nowhere, load_dag, make_context, run_dag, use_dags_folder
+from tests.batch_helpers import drive
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -358,7 +360,7 @@ def test_jsonl_requests(
     entries = _manifest(out)
     assert list(entries)[1] == "boat"
     fox = next(iter(entries))
-    assert fox.startswith("00000-")
+    assert fox == manifest.derived_key({"model": "veo3.1-fast", "prompt": "a fox", "aspect_ratio": "9:16"})
     assert _videos(out) == sorted([f"{fox}.mp4", "boat.mp4"])
     assert emulator.task(entries[fox]["video_task_id"]).body["aspect_ratio"] == "9:16"  # type: ignore[union-attr]
 
@@ -375,6 +377,11 @@ def test_jsonl_requests(
             "already",
         ),
         ('{"model": "sora-2"}\n', r"line 1: 'prompt' is missing"),
+        (
+            '{"model": "sora-2", "prompt": "a", "key": "Clip"}\n'
+            '{"model": "sora-2", "prompt": "b", "key": "clip"}\n',
+            r"line 2: key 'clip' differs only in case from 'Clip'",
+        ),
     ],
 )
 def test_bad_input_fails_before_anything_is_paid(
@@ -404,3 +411,83 @@ def test_an_unusable_destination_fails_before_anything_is_paid(emulator: Emulato
     with pytest.raises(VideoDownloadError, match="a-file"):
         operator.execute(make_context())
     assert emulator.count() == 0
+
+
+def _keyless(*prompts: str) -> list[dict[str, Any]]:
+    return [{"model": "sora-2", "prompt": prompt} for prompt in prompts]
+
+
+def test_a_prompt_added_at_the_top_pays_for_itself_only(
+    dag: Any, emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Keys without an explicit ``key`` follow the content: the other five are not created again."""
+    from airflow.utils.state import DagRunState
+
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=1024))
+    out = tmp_path / "videos"
+    prompts = [f"take {n}" for n in range(5)]
+    first = run_dag(dag, capsys, requests=_keyless(*prompts), destination=str(out))
+    assert first.run.state == DagRunState.SUCCESS, first.output[-3000:]
+
+    second = run_dag(dag, capsys, requests=_keyless("a new first take", *prompts), destination=str(out))
+
+    assert second.run.state == DagRunState.SUCCESS, second.output[-3000:]
+    assert emulator.count(route="create") == 6
+    assert len(_videos(out)) == 6
+    assert {e["status"] for e in _manifest(out).values()} == {"succeeded"}
+
+
+def test_a_manifest_written_by_0_1_0_with_positional_keys_is_honoured(
+    dag: Any, emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """0.1.0 derived keys from the position (``00003-<digest>``): its paid ids are found by their request."""
+    import hashlib
+
+    from airflow.utils.state import DagRunState
+
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=1024))
+    out = tmp_path / "videos"
+    out.mkdir()
+    old = _keyless("take 0", "take 1", "take 2")
+    lines = []
+    for n, request in enumerate(old):
+        digest = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
+        task_id = f"sora-2:task_old_{n}"
+        emulator.add_task(task_id, Scenario(polls_to_complete=1, video_size=1024))
+        lines.append(
+            {"key": f"{n:05d}-{digest[:10]}", "model": "sora-2", "video_task_id": task_id}
+            | {"status": "running", "uri": None, "bytes": None, "sha256": None, "error": None}
+            | {"waiting_since": time.time(), "request": request}
+        )
+    (out / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    result = run_dag(dag, capsys, requests=[*_keyless("a new take"), *reversed(old)], destination=str(out))
+
+    assert result.run.state == DagRunState.SUCCESS, result.output[-3000:]
+    assert emulator.count(route="create") == 1  # the new request only
+    entries = _manifest(out)
+    for line in lines:
+        assert entries[line["key"]]["video_task_id"] == line["video_task_id"]
+        assert entries[line["key"]]["status"] == "succeeded"
+        assert (out / f"{line['key']}.mp4").read_bytes() == emulator.expected_video(line["video_task_id"])
+    assert len(entries) == 4
+
+
+def test_a_request_with_a_tuple_is_not_refused_on_the_rerun(emulator: Emulator, tmp_path: Path) -> None:
+    """The manifest records the request as JSON (a list); the rerun's live request holds a tuple."""
+    from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=1024))
+    requests = [{"key": "k", "model": "veo3.1", "prompt": "p", "images": ("https://cdn.example/a.png",)}]
+
+    def run() -> Any:
+        operator = VideoBatchOperator(
+            task_id="batch", requests=requests, destination=str(tmp_path), poll_interval=0.05
+        )
+        return drive(operator)
+
+    run()
+    run()
+
+    assert emulator.count(route="create") == 1
+    assert _manifest(tmp_path)["k"]["status"] == "succeeded"

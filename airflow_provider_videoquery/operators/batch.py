@@ -208,27 +208,19 @@ class VideoBatchOperator(BaseOperator):
         try:
             requests = manifest.parse_requests(self._request_items())
             recorded = manifest.read(self.manifest_path.fs, self.manifest_path.path, self._manifest_uri)
-            # Resuming, the manifest is exactly what this task wrote before it deferred.
-            merged = (
-                manifest.merge(requests, recorded, time.time(), self.retry_uncertain_creates)
-                if fresh
-                else recorded
-            )
+            if fresh:
+                return manifest.merge(requests, recorded, time.time(), self.retry_uncertain_creates)
         except BatchInputError as err:
             raise AirflowFailException(f"Batch {self.task_id!r}: {err} Nothing was created.") from None
-        keys = {entry.key for entry in requests}
-        if not fresh:
-            by_key = {entry.key: entry for entry in merged}
-            missing = keys - by_key.keys()
-            if missing:
-                raise VideoQueryError(
-                    f"The manifest {self._manifest_uri} lost key(s) {sorted(missing)[:5]} while the batch "
-                    "was waiting; was it replaced by another run? Clear the task to start over from it."
-                )
-        ours = [entry for entry in merged if entry.key in keys]
-        order = {entry.key: index for index, entry in enumerate(requests)}
-        ours.sort(key=lambda entry: order[entry.key])
-        return ours, [entry for entry in merged if entry.key not in keys]
+        # Resuming, the manifest is exactly what this task wrote before it deferred.
+        pairs, others = manifest.pair(requests, recorded)
+        missing = [request.key for request, old in pairs if old is None]
+        if missing:
+            raise VideoQueryError(
+                f"The manifest {self._manifest_uri} lost key(s) {missing[:5]} while the batch "
+                "was waiting; was it replaced by another run? Clear the task to start over from it."
+            )
+        return [old for _, old in pairs if old is not None], others
 
     def _request_items(self) -> list[tuple[str, Any]]:
         if isinstance(self.requests, str):
