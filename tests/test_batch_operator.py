@@ -491,3 +491,32 @@ def test_a_request_with_a_tuple_is_not_refused_on_the_rerun(emulator: Emulator, 
 
     assert emulator.count(route="create") == 1
     assert _manifest(tmp_path)["k"]["status"] == "succeeded"
+
+
+def test_create_fields_are_checked_for_every_request_before_anything_is_paid(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """What VideoCreateOperator refuses, the batch refuses too: every such request listed, none sent."""
+    from airflow_provider_videoquery.exceptions import VideoCreateRequestError
+    from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+
+    requests = [
+        {"key": "fine", "model": "sora-2", "prompt": "a cow", "duration": 10},
+        {"key": "boat", "model": "grok-video-3", "prompt": "a boat", "aspect_ratio": "16:9", "size": "1080P"},
+        {"key": "long", "model": "sora-2", "prompt": "a fox", "duration": 12},
+    ]
+    operator = VideoBatchOperator(task_id="batch", requests=requests, destination=str(tmp_path / "out"))
+
+    with pytest.raises(VideoCreateRequestError) as caught:
+        drive(operator)
+
+    message = str(caught.value)
+    assert "2 request(s) would be refused" in message
+    assert "Request 'boat' was not sent" in message
+    assert "aspect_ratio '16:9' is not accepted by 'grok-video-3'" in message
+    assert "size '1080P'" in message
+    assert "Request 'long' was not sent" in message
+    assert "'fine'" not in message
+    assert "Nothing was created" in message
+    assert emulator.count() == 0
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()

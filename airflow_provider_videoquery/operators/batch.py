@@ -21,8 +21,10 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_videoquery import manifest
+from airflow_provider_videoquery.create_fields import check_create_request
 from airflow_provider_videoquery.events import EventStatus
 from airflow_provider_videoquery.exceptions import (
+    VideoCreateRequestError,
     VideoCreateUncertainError,
     VideoDownloadError,
     VideoQueryAuthError,
@@ -181,6 +183,7 @@ class VideoBatchOperator(BaseOperator):
         check_destination(object_uri(self.folder), self.destination_conn_id)
         entries, others = self._load(fresh=True)
         try:
+            self._check_requests(entries)
             self._verify_stored(entries)
             self._save(entries, others)
             return self._wave(context, entries, others, {})
@@ -221,6 +224,31 @@ class VideoBatchOperator(BaseOperator):
                 "was waiting; was it replaced by another run? Clear the task to start over from it."
             )
         return [old for _, old in pairs if old is not None], others
+
+    def _check_requests(self, entries: list[Entry]) -> None:
+        """Refuse, before anything is created, every request still to be sent that its model family would
+        not accept (all of them at once); the one field check ``VideoCreateOperator`` runs too."""
+        route = str(self.route or self.hook.config.route)
+        problems: list[str] = []
+        unchecked: dict[str, str] = {}
+        for entry in entries:
+            if entry.video_task_id is not None or entry.status is not Status.PENDING:
+                continue  # created already (its fields were accepted) or not to be sent
+            try:
+                warnings = check_create_request(entry.request, route=route, what=f"Request {entry.key!r}")
+            except VideoCreateRequestError as err:
+                problems.append(str(err))
+                continue
+            for warning in warnings:
+                unchecked.setdefault(entry.model, warning)
+        for warning in unchecked.values():  # once per model, not once per request
+            self.log.warning(warning)
+        if problems:
+            raise VideoCreateRequestError(
+                f"Batch {self.task_id!r}: {manifest.listed(problems, 'request(s) would be refused')}\n"
+                "Nothing was created: fix these requests (docs/create.md lists the accepted values).",
+                problems=problems,
+            )
 
     def _request_items(self) -> list[tuple[str, Any]]:
         if isinstance(self.requests, str):
