@@ -520,3 +520,26 @@ def test_create_fields_are_checked_for_every_request_before_anything_is_paid(
     assert "Nothing was created" in message
     assert emulator.count() == 0
     assert not (tmp_path / "out" / "manifest.jsonl").exists()
+
+
+@pytest.mark.parametrize("where", ["destination", "manifest"])
+def test_a_file_where_the_folder_should_be_fails_before_anything_is_paid(
+    emulator: Emulator, tmp_path: Path, where: str
+) -> None:
+    """The same clear error as the download operator gives, not a bare FileExistsError from the manifest."""
+    from airflow_provider_videoquery.exceptions import VideoDownloadError
+    from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+
+    (tmp_path / "a-file").write_text("in the way")
+    folders = {"destination": str(tmp_path / "out"), "manifest": None}
+    folders[where] = str(tmp_path / "a-file") + ("/manifest.jsonl" if where == "manifest" else "")
+    operator = VideoBatchOperator(
+        task_id="batch",
+        requests=_requests(2),
+        destination=str(folders["destination"]),
+        manifest=folders["manifest"],
+    )
+    with pytest.raises(VideoDownloadError, match=r"a-file.*a part of the path is a file, not a folder"):
+        drive(operator)
+    assert emulator.count() == 0
+    assert (tmp_path / "a-file").read_text() == "in the way"

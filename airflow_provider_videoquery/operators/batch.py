@@ -179,9 +179,10 @@ class VideoBatchOperator(BaseOperator):
 
     def execute(self, context: Context) -> str:
         """A fresh start (first try, retry, rerun): merge with the manifest, verify, then the first wave."""
-        # Before anything is paid for: the destination can take the videos, the requests are usable.
-        check_destination(object_uri(self.folder), self.destination_conn_id)
-        entries, others = self._load(fresh=True)
+        # Before anything is paid for: the requests are usable, the destination can take the videos.
+        requests = self._requests()
+        self._check_folders()
+        entries, others = self._load(requests, fresh=True)
         try:
             self._check_requests(entries)
             self._verify_stored(entries)
@@ -192,7 +193,7 @@ class VideoBatchOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger: record what finished, store it, create more, defer or finish."""
-        entries, others = self._load(fresh=False)
+        entries, others = self._load(self._requests(), fresh=False)
         try:
             if not isinstance(event, dict) or event.get("status") not in ("wave", EventStatus.ERROR.value):
                 raise VideoQueryError(
@@ -204,12 +205,25 @@ class VideoBatchOperator(BaseOperator):
         finally:
             self.hook.close()
 
+    def _check_folders(self) -> None:
+        """The destination (a folder: given with its '/', so a file in its place is refused) and the
+        manifest's folder can be written."""
+        folders = {object_uri(self.folder).rstrip("/") + "/", object_uri(self.manifest_path.parent) + "/"}
+        for folder in sorted(folders):
+            check_destination(folder, self.destination_conn_id)
+
     # -- the manifest --------------------------------------------------------------------------------
 
-    def _load(self, fresh: bool) -> tuple[list[Entry], list[Entry]]:
+    def _requests(self) -> list[Entry]:
+        """The requests, validated and keyed (all problems at once)."""
+        try:
+            return manifest.parse_requests(self._request_items())
+        except BatchInputError as err:
+            raise AirflowFailException(f"Batch {self.task_id!r}: {err} Nothing was created.") from None
+
+    def _load(self, requests: list[Entry], fresh: bool) -> tuple[list[Entry], list[Entry]]:
         """This batch's entries (in request order) and the manifest's other keys (kept untouched)."""
         try:
-            requests = manifest.parse_requests(self._request_items())
             recorded = manifest.read(self.manifest_path.fs, self.manifest_path.path, self._manifest_uri)
             if fresh:
                 return manifest.merge(requests, recorded, time.time(), self.retry_uncertain_creates)
