@@ -65,6 +65,9 @@ class Entry:
     #: Epoch seconds the current wait for the task began (its deadline counts from here).
     waiting_since: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The object at this key's path is this batch's own video but no longer verifies: the next store
+    #: replaces it (written beside it, then moved over it); it is never deleted first.
+    replace: bool = False
     #: The key was derived from the request's content (the request has no ``key``); not recorded.
     derived: bool = field(default=False, compare=False, repr=False)
 
@@ -84,7 +87,7 @@ class Entry:
 
     def stored(self, uri: str, size: int, sha256: str) -> None:
         self._outcome(Status.SUCCEEDED)
-        self.uri, self.bytes, self.sha256 = uri, size, sha256
+        self.uri, self.bytes, self.sha256, self.replace = uri, size, sha256, False
 
     def ended(self, status: Status, error: str) -> None:
         """Finished without a stored video (``failed``, ``timeout``, ``error``, ``uncertain``)."""
@@ -108,6 +111,7 @@ class Entry:
             "error": self.error,
             "waiting_since": self.waiting_since,
             "request": self.request,
+            **({"replace": True} if self.replace else {}),
             **self.extra,
         }
 
@@ -130,6 +134,7 @@ class Entry:
             status=status,
             bytes=int(size) if size is not None else None,
             waiting_since=float(since) if since is not None else None,
+            replace=bool(data.pop("replace", False)),
             extra=data,
             **known,
         )

@@ -543,3 +543,73 @@ def test_a_file_where_the_folder_should_be_fails_before_anything_is_paid(
         drive(operator)
     assert emulator.count() == 0
     assert (tmp_path / "a-file").read_text() == "in the way"
+
+
+def test_a_stored_video_that_cannot_be_read_is_kept_not_deleted(
+    dag: Any,
+    emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read error while verifying is not a mismatch: the paid video stays (its URL may have expired)."""
+    from airflow.utils.state import DagRunState
+
+    from airflow_provider_videoquery.operators import batch
+
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=2048))
+    out = tmp_path / "videos"
+    first = run_dag(dag, capsys, requests=_requests(3), destination=str(out))
+    assert first.run.state == DagRunState.SUCCESS, first.output[-3000:]
+    before = (out / "clip-1.mp4").read_bytes()
+    downloads = emulator.count(route="video")
+    emulator.add_fault(Fault("http_error", route="video", status=410))  # the signed URLs have expired
+    original = batch.sha256_of
+
+    def sha256_of(path: Any) -> str:
+        if path.name == "clip-1.mp4":
+            raise OSError(5, "Input/output error")  # a flaky mount, a throttled store
+        return original(path)
+
+    monkeypatch.setattr(batch, "sha256_of", sha256_of)
+
+    second = run_dag(dag, capsys, requests=_requests(3), destination=str(out))
+
+    assert second.run.state == DagRunState.SUCCESS, second.output[-3000:]
+    assert (out / "clip-1.mp4").read_bytes() == before
+    assert emulator.count(route="video") == downloads  # nothing fetched again
+    assert _manifest(out)["clip-1"]["status"] == "succeeded"
+    assert "Keeping 'clip-1' as recorded, unverified" in second.output
+
+
+def test_a_stored_video_that_differs_is_replaced_only_by_a_verified_new_one(
+    dag: Any, emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Never deleted first: while its URL answers 410 the old object stays; once it answers, the new
+    verified file replaces it (the manifest remembers that this object is the batch's own)."""
+    from airflow.utils.state import DagRunState
+
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=2048))
+    out = tmp_path / "videos"
+    first = run_dag(dag, capsys, requests=_requests(3), destination=str(out))
+    assert first.run.state == DagRunState.SUCCESS, first.output[-3000:]
+    (out / "clip-1.mp4").write_bytes(b"\0" * 2048)  # same size, other bytes
+    emulator.add_fault(Fault("http_error", route="video", status=410, times=1))
+
+    second = run_dag(dag, capsys, requests=_requests(3), destination=str(out))
+
+    assert (out / "clip-1.mp4").read_bytes() == b"\0" * 2048  # still there, untouched
+    line = _manifest(out)["clip-1"]
+    assert line["status"] == "error"
+    assert line["replace"] is True
+    assert second.run.state == DagRunState.SUCCESS, second.output[-3000:]  # max_failed=1
+
+    third = run_dag(dag, capsys, requests=_requests(3), destination=str(out))
+
+    assert third.run.state == DagRunState.SUCCESS, third.output[-3000:]
+    line = _manifest(out)["clip-1"]
+    assert line["status"] == "succeeded"
+    assert "replace" not in line
+    assert (out / "clip-1.mp4").read_bytes() == emulator.expected_video(line["video_task_id"])
+    assert emulator.count(route="create") == 3
+    assert not [p.name for p in out.iterdir() if ".part" in p.name]

@@ -238,6 +238,8 @@ def test_a_positional_key_is_not_matched_to_a_request_with_its_own_key() -> None
 def test_entries_round_trip_with_the_documented_fields() -> None:
     entry = _entry("k", Status.SUCCEEDED, "sora-2:task_1")
     entry.extra = {"note": "kept"}
+    assert "replace" not in json.loads(manifest.dumps([entry]))  # written only when set
+    entry.replace = True
     line = json.loads(manifest.dumps([entry]))
     assert {"key", "model", "video_task_id", "status", "uri", "bytes", "sha256", "error"} <= line.keys()
     assert line["model"] == "sora-2"

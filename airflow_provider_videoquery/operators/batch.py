@@ -384,7 +384,7 @@ class VideoBatchOperator(BaseOperator):
             task.video_url,
             self._target(entry),
             settings,
-            overwrite=self.overwrite,
+            overwrite=self.overwrite or entry.replace,
             client=client,
             what=f"the video of {entry.key!r} (task {task.id!r})",
         )
@@ -478,43 +478,51 @@ class VideoBatchOperator(BaseOperator):
     # -- verifying and finishing ---------------------------------------------------------------------
 
     def _verify_stored(self, entries: list[Entry]) -> None:
-        """Keep stored videos that still verify (size and sha256); store the others again."""
+        """Keep stored videos that still verify (size and sha256); store the others again.
+
+        A video that is gone or differs is stored again from the gateway; one that differs is replaced
+        only by a verified new download (written beside it, then moved over it), so an expired URL
+        leaves it where it is. A video that cannot be read now is kept as recorded: a read error is
+        not a mismatch.
+        """
         stored = [entry for entry in entries if entry.status is Status.SUCCEEDED]
         if not stored:
             return
         with ThreadPoolExecutor(self.max_parallel_downloads) as pool:
-            verdicts = list(pool.map(self._still_there, stored))
+            verdicts = list(pool.map(self._verdict, stored))
         now = time.time()
-        for entry, problem in zip(stored, verdicts, strict=True):
-            if problem is not None:
-                self.log.warning("Storing %r again (task %r): %s", entry.key, entry.video_task_id, problem)
-                entry.wait_again(now)
-                self._remove(self._target(entry))
-        kept = verdicts.count(None)
-        self.log.info("Kept %d stored video(s) that verify; %d to store again.", kept, len(stored) - kept)
+        again = 0
+        for entry, verdict in zip(stored, verdicts, strict=True):
+            if verdict is None:
+                continue
+            problem, present = verdict
+            if present is None:  # unreadable: not a mismatch
+                self.log.warning("Keeping %r as recorded, unverified: %s", entry.key, problem)
+                continue
+            self.log.warning("Storing %r again (task %r): %s", entry.key, entry.video_task_id, problem)
+            entry.wait_again(now)
+            entry.replace = present
+            again += 1
+        self.log.info("Kept %d stored video(s) that verify; %d to store again.", len(stored) - again, again)
 
-    def _still_there(self, entry: Entry) -> str | None:
+    def _verdict(self, entry: Entry) -> tuple[str, bool | None] | None:
+        """None when the stored video verifies; else what is wrong and whether an object is there
+        (True: it differs, False: it is gone, None: it cannot be read now)."""
         target = self._target(entry)
+        uri = object_uri(target)
         try:
             if not target.exists():
-                return f"{object_uri(target)} is gone"
+                return f"{uri} is gone", False
             size = target.stat().st_size
             if size != entry.bytes:
-                return f"{object_uri(target)} holds {size} bytes, the manifest says {entry.bytes}"
+                return f"{uri} holds {size} bytes, the manifest says {entry.bytes}", True
             if sha256_of(target) != entry.sha256:
-                return f"{object_uri(target)} has another sha256 than the manifest"
+                return f"{uri} has another sha256 than the manifest", True
+        except FileNotFoundError:
+            return f"{uri} is gone", False
         except OSError as err:
-            return f"{object_uri(target)} cannot be read ({err})"
+            return f"{uri} cannot be read now ({type(err).__name__}: {err}); it is not stored again", None
         return None
-
-    @staticmethod
-    def _remove(target: ObjectStoragePath) -> None:
-        """A stored video that no longer matches its manifest line is this batch's own: it is replaced."""
-        try:
-            if target.exists():
-                target.unlink()
-        except OSError:
-            pass  # storing it again reports the conflict
 
     def _finish(self, context: Context, entries: list[Entry]) -> str:
         counts = manifest.counts(entries)
