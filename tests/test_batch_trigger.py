@@ -155,3 +155,37 @@ def test_a_waiting_task_keeps_no_raw_answer() -> None:
     assert last is not None
     assert last.raw == {}
     assert last.progress == 40
+
+
+async def test_an_outage_at_the_start_of_a_wave_is_ridden_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens for the first second of the wave (a restarting gateway): every task still ends
+    succeeded, as a VideoTaskTrigger's wait would."""
+    import asyncio
+    import socket
+
+    from airflow_provider_videoquery.emulator import run_emulator
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDEOQUERY_DEFAULT", connection_json(f"http://127.0.0.1:{port}", timeout=5)
+    )
+    ids = [f"sora-2:outage{n}" for n in range(3)]
+    waiting = asyncio.ensure_future(_only_event(_trigger(ids, fire_after=3)))
+    await asyncio.sleep(1.0)  # the first polls are refused
+    assert not waiting.done()
+    with run_emulator(api_key=API_KEY, port=port) as emulator:
+        for task_id in ids:
+            emulator.add_task(task_id, Scenario(polls_to_complete=1))
+        event = await asyncio.wait_for(waiting, 30)
+    assert {o["status"] for o in event["finished"].values()} == {"success"}
+    assert set(event["finished"]) == set(ids)
+
+
+def test_unreachable_timeout_is_checked_and_kept() -> None:
+    assert _trigger(["sora-2:a"]).unreachable_timeout == 180.0
+    _, kwargs = _trigger(["sora-2:a"], unreachable_timeout=30).serialize()
+    assert kwargs["unreachable_timeout"] == 30.0
+    with pytest.raises(ValueError, match="unreachable_timeout must be between 0 and 300"):
+        _trigger(["sora-2:a"], unreachable_timeout=900)

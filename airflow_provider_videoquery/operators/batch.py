@@ -51,7 +51,11 @@ from airflow_provider_videoquery.storage import (
 )
 from airflow_provider_videoquery.storage.paths import destination_uri
 from airflow_provider_videoquery.triggers.batch import VideoBatchTrigger
-from airflow_provider_videoquery.waiting import refreshed
+from airflow_provider_videoquery.waiting import (
+    DEFAULT_UNREACHABLE_TIMEOUT,
+    refreshed,
+    unreachable_timeout_checked,
+)
 
 __all__ = ["VideoBatchOperator"]
 
@@ -108,6 +112,9 @@ class VideoBatchOperator(BaseOperator):
     :param overwrite: replace a different existing object at a video's path.
     :param max_bytes: refuse videos larger than this.
     :param progress_interval: seconds between progress lines while waiting.
+    :param unreachable_timeout: seconds the trigger keeps polling an address where nothing answers
+        (refused, unknown host) before a task that has not been answered once in the wave ends
+        (3 minutes by default, at most 5), as for ``VideoTaskSensor``.
     """
 
     template_fields: Sequence[str] = ("requests", "destination", "manifest")
@@ -136,6 +143,7 @@ class VideoBatchOperator(BaseOperator):
         overwrite: bool = False,
         max_bytes: int = DEFAULT_MAX_BYTES,
         progress_interval: float = 60.0,
+        unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -158,6 +166,7 @@ class VideoBatchOperator(BaseOperator):
         self.overwrite = overwrite
         self.max_bytes = int(max_bytes)
         self.progress_interval = float(progress_interval)
+        self.unreachable_timeout = unreachable_timeout_checked(unreachable_timeout)
 
     @cached_property
     def hook(self) -> VideoQueryHook:
@@ -467,6 +476,7 @@ class VideoBatchOperator(BaseOperator):
                 max_in_flight=self.max_polls_in_flight,
                 max_polls_per_second=self.max_polls_per_second,
                 progress_interval=self.progress_interval,
+                unreachable_timeout=self.unreachable_timeout,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=max(0.0, latest - time.time()) + _DEFER_MARGIN),

@@ -24,7 +24,13 @@ from airflow_provider_videoquery.exceptions import VideoQueryAuthError, VideoQue
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
 from airflow_provider_videoquery.models import VideoTask
-from airflow_provider_videoquery.waiting import DEFAULT_NOT_FOUND_GRACE, Event, Watch
+from airflow_provider_videoquery.waiting import (
+    DEFAULT_NOT_FOUND_GRACE,
+    DEFAULT_UNREACHABLE_TIMEOUT,
+    Event,
+    Watch,
+    unreachable_timeout_checked,
+)
 
 __all__ = ["VideoBatchTrigger"]
 
@@ -62,6 +68,11 @@ class VideoBatchTrigger(BaseTrigger):
     :param max_in_flight: queries at once.
     :param max_polls_per_second: the total poll rate the gateway sees from this batch.
     :param progress_interval: seconds between progress lines.
+    :param unreachable_timeout: seconds nothing may be reachable at the gateway's address (refused,
+        unknown host, TLS to a plain-HTTP port) before a task's wait ends, as long as the gateway has
+        not answered that task once in this wave (3 minutes by default, at most 5): the rule of
+        :class:`~airflow_provider_videoquery.triggers.videoquery.VideoTaskTrigger`, so a short outage at
+        the start of a wave is ridden out.
     """
 
     def __init__(
@@ -77,6 +88,7 @@ class VideoBatchTrigger(BaseTrigger):
         max_in_flight: int = 8,
         max_polls_per_second: float = 5.0,
         progress_interval: float = 60.0,
+        unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.tasks = {str(k): [float(v[0]), float(v[1])] for k, v in tasks.items()}
@@ -90,6 +102,7 @@ class VideoBatchTrigger(BaseTrigger):
         self.max_in_flight = max(1, int(max_in_flight))
         self.max_polls_per_second = float(max_polls_per_second)
         self.progress_interval = float(progress_interval)
+        self.unreachable_timeout = unreachable_timeout_checked(unreachable_timeout)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -106,6 +119,7 @@ class VideoBatchTrigger(BaseTrigger):
                 "max_in_flight": self.max_in_flight,
                 "max_polls_per_second": self.max_polls_per_second,
                 "progress_interval": self.progress_interval,
+                "unreachable_timeout": self.unreachable_timeout,
             },
         )
 
@@ -139,7 +153,14 @@ class _Wave:
         self.log = trigger.log
         quiet = _Quiet(trigger.log)
         self.watches = {
-            task_id: Watch(task_id, deadline, started + DEFAULT_NOT_FOUND_GRACE, started, quiet)
+            task_id: Watch(
+                task_id,
+                deadline,
+                started + DEFAULT_NOT_FOUND_GRACE,
+                started,
+                quiet,
+                unreachable_timeout=trigger.unreachable_timeout,
+            )
             for task_id, (started, deadline) in trigger.tasks.items()
         }
         self.finished: dict[str, dict[str, Any]] = {}
