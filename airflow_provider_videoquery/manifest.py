@@ -85,6 +85,10 @@ class Entry:
         self._outcome(Status.RUNNING)
         self.waiting_since = now
 
+    def still_running(self) -> None:
+        """Back to waiting on the same deadline: the gateway reported the task finished, then running."""
+        self._outcome(Status.RUNNING)
+
     def stored(self, uri: str, size: int, sha256: str) -> None:
         self._outcome(Status.SUCCEEDED)
         self.uri, self.bytes, self.sha256, self.replace = uri, size, sha256, False

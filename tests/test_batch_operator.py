@@ -613,3 +613,34 @@ def test_a_stored_video_that_differs_is_replaced_only_by_a_verified_new_one(
     assert (out / "clip-1.mp4").read_bytes() == emulator.expected_video(line["video_task_id"])
     assert emulator.count(route="create") == 3
     assert not [p.name for p in out.iterdir() if ".part" in p.name]
+
+
+def test_a_status_that_flaps_back_to_processing_is_waited_for_again(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """completed → processing → completed: the re-read before storing sees processing; the entry goes
+    back to waiting (not ``error``) and is stored once the task is completed again."""
+    from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=1024))
+    flapping = {"statuses": ["completed", "processing", "completed"], "video_size": 1024}
+    operator = VideoBatchOperator(
+        task_id="batch",
+        requests=_requests(3, **{"clip-0": flapping, "clip-2": flapping}),
+        destination=str(tmp_path),
+        max_failed=0,
+        creates_per_second=0,
+        poll_interval=0.05,
+        max_polls_per_second=1000,
+    )
+
+    drive(operator)
+
+    entries = _manifest(tmp_path)
+    assert {e["status"] for e in entries.values()} == {"succeeded"}
+    assert emulator.count(route="create") == 3
+    for key in ("clip-0", "clip-2"):
+        assert emulator.polls(entries[key]["video_task_id"]) >= 3  # seen completed, processing, completed
+        assert (tmp_path / f"{key}.mp4").read_bytes() == emulator.expected_video(
+            entries[key]["video_task_id"]
+        )

@@ -369,6 +369,10 @@ class VideoBatchOperator(BaseOperator):
         """Record one finished download in ``entry``: stored, or why not."""
         try:
             stored = job.result()
+        except _StillRunning as err:  # a flapping status: wait for it again, on the same deadline
+            entry.still_running()
+            self.log.warning("%s; waiting for %r again.", err, entry.key)
+            return
         except VideoTaskFailedError as err:  # it failed after all (a flapping status)
             entry.ended(Status.FAILED, str(err))
             return
@@ -385,6 +389,11 @@ class VideoBatchOperator(BaseOperator):
             outcome: VideoTask | Exception = self.hook.get_task(video_task_id)
         except Exception as err:
             outcome = err
+        if isinstance(outcome, VideoTask) and not outcome.status.is_terminal:
+            raise _StillRunning(
+                f"Video task {video_task_id!r} was reported succeeded, but re-reading it now says "
+                f"{outcome.summary()}"
+            )
         reported = VideoTask(id=video_task_id, status=TaskStatus.SUCCEEDED, raw_status=None)
         task = refreshed(reported, outcome, self.log)
         if not task.video_url:
@@ -552,6 +561,10 @@ class VideoBatchOperator(BaseOperator):
             final = all(entry.status in (Status.FAILED, Status.UNCERTAIN) for entry in bad)
             raise (AirflowFailException if final else VideoQueryError)(message)
         return self._manifest_uri
+
+
+class _StillRunning(Exception):
+    """Re-read before storing, a task the trigger saw succeed is running again (its status flapped)."""
 
 
 def _take(items: Iterator[Entry], count: int) -> Iterator[Entry]:
