@@ -392,6 +392,15 @@ def _protocol(fs: Any) -> str:
     return str(protocol[0] if isinstance(protocol, tuple | list) else protocol)
 
 
+def shared_ids(entries: Iterable[Entry]) -> dict[str, list[str]]:
+    """Video task ids recorded for more than one key, with those keys (in order)."""
+    keys: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry.video_task_id is not None:
+            keys.setdefault(entry.video_task_id, []).append(entry.key)
+    return {task_id: names for task_id, names in keys.items() if len(names) > 1}
+
+
 def counts(entries: Iterable[Entry]) -> dict[str, int]:
     """How many entries are in each status, and the total."""
     tally = Counter(entry.status.value for entry in entries)

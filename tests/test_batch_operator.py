@@ -4,8 +4,10 @@ refused before anything is paid, and the API key nowhere."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -644,3 +646,128 @@ def test_a_status_that_flaps_back_to_processing_is_waited_for_again(
         assert (tmp_path / f"{key}.mp4").read_bytes() == emulator.expected_video(
             entries[key]["video_task_id"]
         )
+
+
+def _running_line(key: str, task_id: str, prompt: str) -> dict[str, Any]:
+    return {
+        "key": key,
+        "model": "sora-2",
+        "video_task_id": task_id,
+        "status": "running",
+        "waiting_since": time.time(),
+        "request": {"model": "sora-2", "prompt": prompt},
+    }
+
+
+def test_two_keys_with_one_video_task_id_in_the_manifest_both_get_it_without_looping(
+    emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hand-merged manifest names one task for two keys: both wait for it and both store its video
+    (0.1.0 mapped the id to one entry: the other stayed running and every wave fired at once, forever)."""
+    from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+
+    emulator.add_task("sora-2:task_shared", Scenario(polls_to_complete=2, video_size=1024))
+    lines = [_running_line("a", "sora-2:task_shared", "one"), _running_line("b", "sora-2:task_shared", "two")]
+    (tmp_path / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    requests = [
+        {"key": "a", "model": "sora-2", "prompt": "one"},
+        {"key": "b", "model": "sora-2", "prompt": "two"},
+    ]
+    operator = VideoBatchOperator(
+        task_id="batch", requests=requests, destination=str(tmp_path), poll_interval=0.05
+    )
+
+    drive(operator, max_deferrals=5)
+
+    entries = _manifest(tmp_path)
+    assert [entries[k]["status"] for k in "ab"] == ["succeeded", "succeeded"]
+    video = emulator.expected_video("sora-2:task_shared")
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes() == video
+    assert emulator.count(route="create") == 0
+    assert "Keys 'a', 'b' share the video task 'sora-2:task_shared'" in capsys.readouterr().out
+
+
+def test_a_gateway_that_answers_identical_creates_with_one_task_does_not_loop(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real gateway in front of the emulator de-duplicates identical create bodies (answers the second
+    with the first one's id): the two keys share that task and both are stored."""
+    from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+    from tests.conftest import connection_json
+
+    emulator.set_default(Scenario(polls_to_complete=2, video_size=1024))
+    with _deduplicating_gateway(emulator.url) as url:
+        monkeypatch.setenv("AIRFLOW_CONN_VIDEOQUERY_DEFAULT", connection_json(url, timeout=5))
+        twice = {"model": "sora-2", "prompt": "the same take"}
+        operator = VideoBatchOperator(
+            task_id="batch",
+            requests=[dict(twice), dict(twice), {"model": "sora-2", "prompt": "another"}],
+            destination=str(tmp_path),
+            poll_interval=0.05,
+            creates_per_second=0,
+        )
+        drive(operator, max_deferrals=5)
+
+    entries = list(_manifest(tmp_path).values())
+    assert [e["status"] for e in entries] == ["succeeded"] * 3
+    assert entries[0]["video_task_id"] == entries[1]["video_task_id"] != entries[2]["video_task_id"]
+    assert emulator.count(route="create") == 2  # the gateway made two tasks for three creates
+    assert (tmp_path / f"{entries[0]['key']}.mp4").read_bytes() == (
+        tmp_path / f"{entries[1]['key']}.mp4"
+    ).read_bytes()
+    assert "share the video task" in capsys.readouterr().out
+
+
+@contextlib.contextmanager
+def _deduplicating_gateway(upstream: str) -> Iterator[str]:
+    """An HTTP gateway on 127.0.0.1 that forwards to ``upstream`` but answers a create whose body it saw
+    before with the answer it gave then (some gateways de-duplicate identical requests)."""
+    import http.server
+    import threading
+
+    import httpx
+
+    answers: dict[bytes, bytes] = {}
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _forward(self, body: bytes | None) -> None:
+            headers = {
+                k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")
+            }
+            with lock:
+                known = answers.get(body) if body is not None and self.path == "/v1/video/create" else None
+            if known is not None:
+                status, data = 200, known
+            else:
+                answer = httpx.request(
+                    self.command, upstream + self.path, content=body, headers=headers, timeout=10
+                )
+                status, data = answer.status_code, answer.content
+                if body is not None and self.path == "/v1/video/create" and status == 200:
+                    with lock:
+                        answers[body] = data
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self._forward(None)
+
+        def do_POST(self) -> None:
+            self._forward(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

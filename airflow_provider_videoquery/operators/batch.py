@@ -193,6 +193,7 @@ class VideoBatchOperator(BaseOperator):
         self._check_folders()
         entries, others = self._load(requests, fresh=True)
         try:
+            self._warn_shared(entries)
             self._check_requests(entries)
             self._verify_stored(entries)
             self._save(entries, others)
@@ -306,7 +307,10 @@ class VideoBatchOperator(BaseOperator):
         others: list[Entry],
         finished: dict[str, dict[str, Any]],
     ) -> str:
-        by_id = {entry.video_task_id: entry for entry in entries if entry.video_task_id}
+        by_id: dict[str, list[Entry]] = {}
+        for entry in entries:
+            if entry.video_task_id:
+                by_id.setdefault(entry.video_task_id, []).append(entry)
         to_store = self._record(by_id, finished)
         self._save(entries, others)
         self._store(to_store, entries, others)
@@ -318,28 +322,34 @@ class VideoBatchOperator(BaseOperator):
             self._defer(entries, live, wake_at)
         return self._finish(context, entries)
 
-    def _record(self, by_id: dict[str, Entry], finished: dict[str, dict[str, Any]]) -> list[Entry]:
-        """Apply the trigger's outcomes; return the entries whose tasks succeeded (to store)."""
+    def _record(self, by_id: dict[str, list[Entry]], finished: dict[str, dict[str, Any]]) -> list[Entry]:
+        """Apply the trigger's outcomes (to every entry of a task id; see :meth:`_warn_shared`); return
+        the entries whose tasks succeeded (to store)."""
         to_store: list[Entry] = []
         refused: str | None = None
         for video_task_id, outcome in finished.items():
-            entry = by_id.get(video_task_id)
-            if entry is None or entry.status is not Status.RUNNING:
-                continue
-            status, message = outcome.get("status"), str(outcome.get("message") or "")
-            if status == EventStatus.SUCCESS.value:
-                to_store.append(entry)
-            elif status == EventStatus.FAILED.value:
-                entry.ended(Status.FAILED, message)
-            elif status == EventStatus.TIMEOUT.value:
-                entry.ended(Status.TIMEOUT, message)
-            else:
-                entry.ended(Status.ERROR, message)
-                if outcome.get("error_type") == VideoQueryAuthError.__name__:
-                    refused = message
+            for entry in by_id.get(video_task_id, []):
+                if entry.status is Status.RUNNING:
+                    refused = self._apply(entry, outcome, to_store) or refused
         if refused is not None:
             raise VideoQueryAuthError(f"{refused} Every id so far is in the manifest {self._manifest_uri}.")
         return to_store
+
+    @staticmethod
+    def _apply(entry: Entry, outcome: dict[str, Any], to_store: list[Entry]) -> str | None:
+        """One task's outcome applied to ``entry``; the message when the gateway refused the key."""
+        status, message = outcome.get("status"), str(outcome.get("message") or "")
+        if status == EventStatus.SUCCESS.value:
+            to_store.append(entry)
+        elif status == EventStatus.FAILED.value:
+            entry.ended(Status.FAILED, message)
+        elif status == EventStatus.TIMEOUT.value:
+            entry.ended(Status.TIMEOUT, message)
+        else:
+            entry.ended(Status.ERROR, message)
+            if outcome.get("error_type") == VideoQueryAuthError.__name__:
+                return message
+        return None
 
     def _store(self, to_store: list[Entry], entries: list[Entry], others: list[Entry]) -> None:
         """Store finished videos ``max_parallel_downloads`` at a time, recording them in the manifest as
@@ -423,9 +433,25 @@ class VideoBatchOperator(BaseOperator):
                 retry_at = self._create_one(entry)
             finally:
                 self._save(entries, others)
+            if entry.video_task_id is not None:
+                self._warn_shared([*entries, *others], entry.video_task_id)
             if retry_at is not None:
                 return retry_at
         return None
+
+    def _warn_shared(self, entries: list[Entry], video_task_id: str | None = None) -> None:
+        """Say which keys share one video task id (a gateway that answers identical requests with the
+        task it already has, or a hand-merged manifest): they share its wait, and each key gets a copy
+        of its one video. ``video_task_id``: only that id (just created), else every one."""
+        for task_id, keys in manifest.shared_ids(entries).items():
+            if video_task_id in (None, task_id):
+                self.log.warning(
+                    "Keys %s share the video task %r (the gateway answered their creates with one task, "
+                    "or the manifest was merged by hand): they wait for it together and each key gets "
+                    "a copy of its one video. Make the requests differ to get separate videos.",
+                    ", ".join(repr(key) for key in keys),
+                    task_id,
+                )
 
     def _create_one(self, entry: Entry) -> float | None:
         """Create one request; return when to try creates again if the gateway refuses them for now."""
@@ -452,12 +478,13 @@ class VideoBatchOperator(BaseOperator):
         return None
 
     def _defer(self, entries: list[Entry], live: list[Entry], wake_at: float | None) -> None:
-        tasks = {
-            str(entry.video_task_id): [float(entry.waiting_since or 0.0), self._deadline(entry)]
-            for entry in live
-        }
+        tasks: dict[str, list[float]] = {}
+        for entry in live:  # keys that share a task id share its wait (the first one's times)
+            tasks.setdefault(
+                str(entry.video_task_id), [float(entry.waiting_since or 0.0), self._deadline(entry)]
+            )
         more = any(entry.status is Status.PENDING for entry in entries)
-        fire_after = max(1, math.ceil(len(live) * _REFILL_SHARE)) if more else max(1, len(live))
+        fire_after = max(1, math.ceil(len(tasks) * _REFILL_SHARE)) if more else max(1, len(tasks))
         counts = manifest.counts(entries)
         latest = max([*(deadline for _, deadline in tasks.values()), wake_at or 0.0])
         self.log.info(
