@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from airflow_provider_videoquery._fs import is_local, write_synced
+
 #: A key names the file ``<key>.mp4``: letters, digits, ``.``, ``_``, ``-``; no leading dot.
 _KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,149}")
-_LOCAL_PROTOCOLS = frozenset({"file", "local"})
 
 
 class BatchInputError(ValueError):
@@ -370,26 +371,18 @@ def write(fs: Any, path: str, entries: Iterable[Entry]) -> None:
     sees the previous manifest or this one.
     """
     data = dumps(entries)
-    if _protocol(fs) in _LOCAL_PROTOCOLS:
+    if is_local(fs):
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
         temporary = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            write_synced(temporary, data)
             os.replace(temporary, path)
         finally:
             if os.path.exists(temporary):
                 os.remove(temporary)
         return
     fs.pipe_file(path, data)
-
-
-def _protocol(fs: Any) -> str:
-    protocol = fs.protocol
-    return str(protocol[0] if isinstance(protocol, tuple | list) else protocol)
 
 
 def shared_ids(entries: Iterable[Entry]) -> dict[str, list[str]]:

@@ -26,7 +26,7 @@ def batch_context(run_id: str = "manual__1", try_number: int = 1) -> dict[str, A
 
 def drive(operator: Any, context: dict[str, Any] | None = None, max_deferrals: int = 100) -> Any:
     """``execute``, then each deferral's trigger inline and the method it names, until the task ends."""
-    from airflow.exceptions import TaskDeferred
+    from airflow.providers.common.compat.sdk import TaskDeferred
 
     context = context if context is not None else batch_context()
     call: Any = lambda: operator.execute(context)  # noqa: E731

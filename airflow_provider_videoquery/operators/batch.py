@@ -8,19 +8,21 @@ anything else happens, so a retry, a cleared task or a new run over the same man
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
 import httpx
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, Context
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, Context, TaskDeferred
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_videoquery import manifest
+from airflow_provider_videoquery import lease, manifest
 from airflow_provider_videoquery.create_fields import check_create_request
 from airflow_provider_videoquery.events import EventStatus
 from airflow_provider_videoquery.exceptions import (
@@ -76,6 +78,13 @@ _CREATE_RETRY = RetryPolicy(max_attempts=3)
 #: this often, so a worker killed mid-wave loses at most this much progress, and 1,000 videos cost few
 #: rewrites.
 _SAVE_STORED_EVERY = 2.0
+#: The manifest's lease while the worker works on it, renewed every :data:`_LEASE_BEAT` seconds: a
+#: killed worker's lease frees the manifest for other runs this long after (its own retry takes it at
+#: once) …
+_LEASE_TTL = 600.0
+_LEASE_BEAT = 60.0
+#: … and across a deferral: until the deferral's timeout plus this much for the resume to start.
+_LEASE_AFTER_DEFERRAL = 900.0
 
 
 class VideoBatchOperator(BaseOperator):
@@ -112,6 +121,8 @@ class VideoBatchOperator(BaseOperator):
     :param overwrite: replace a different existing object at a video's path.
     :param max_bytes: refuse videos larger than this.
     :param progress_interval: seconds between progress lines while waiting.
+    :param wait_for_manifest: seconds to wait for another run that holds the manifest's lease before
+        failing (0: fail at once, naming that run); see docs/batch.md, "One run at a time".
     :param unreachable_timeout: seconds the trigger keeps polling an address where nothing answers
         (refused, unknown host) before a task that has not been answered once in the wave ends
         (3 minutes by default, at most 5), as for ``VideoTaskSensor``.
@@ -144,6 +155,7 @@ class VideoBatchOperator(BaseOperator):
         max_bytes: int = DEFAULT_MAX_BYTES,
         progress_interval: float = 60.0,
         unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
+        wait_for_manifest: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -167,6 +179,9 @@ class VideoBatchOperator(BaseOperator):
         self.max_bytes = int(max_bytes)
         self.progress_interval = float(progress_interval)
         self.unreachable_timeout = unreachable_timeout_checked(unreachable_timeout)
+        self.wait_for_manifest = max(0.0, float(wait_for_manifest))
+        self._lease: lease.Lease | None = None
+        self._deferred_until: float | None = None
 
     @cached_property
     def hook(self) -> VideoQueryHook:
@@ -191,20 +206,19 @@ class VideoBatchOperator(BaseOperator):
         # Before anything is paid for: the requests are usable, the destination can take the videos.
         requests = self._requests()
         self._check_folders()
-        entries, others = self._load(requests, fresh=True)
-        try:
+        with self._leased(context):  # before the manifest is read: one run at a time works on it
+            entries, others = self._load(requests, fresh=True)
             self._warn_shared(entries)
             self._check_requests(entries)
             self._verify_stored(entries)
             self._save(entries, others)
             return self._wave(context, entries, others, {})
-        finally:
-            self.hook.close()
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger: record what finished, store it, create more, defer or finish."""
-        entries, others = self._load(self._requests(), fresh=False)
-        try:
+        requests = self._requests()
+        with self._leased(context):
+            entries, others = self._load(requests, fresh=False)
             if not isinstance(event, dict) or event.get("status") not in ("wave", EventStatus.ERROR.value):
                 raise VideoQueryError(
                     f"The batch's trigger fired an unexpected event {event!r}; this is a bug."
@@ -212,8 +226,65 @@ class VideoBatchOperator(BaseOperator):
             if event["status"] == EventStatus.ERROR.value:
                 raise VideoQueryError(f"{event.get('message')} The manifest keeps every id: retry the task.")
             return self._wave(context, entries, others, dict(event.get("finished") or {}))
+
+    def on_kill(self) -> None:
+        """Killed (marked failed, cleared): let the next run have the manifest at once."""
+        if self._lease is not None:
+            self._lease.release()
+
+    # -- the manifest's lease ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _leased(self, context: Context) -> Iterator[lease.Lease]:
+        """Hold the manifest's lease while the block runs (renewed in the background); across a
+        deferral until the trigger's timeout plus :data:`_LEASE_AFTER_DEFERRAL`; released otherwise."""
+        fs, path = self.manifest_path.fs, self.manifest_path.path
+        if not lease.atomic_create_supported(fs):
+            self.log.warning(
+                "The manifest's store (%s) cannot create a file only if it is absent in one step: two "
+                "runs starting at the same instant could both take its lease. Keep one run at a time.",
+                self.manifest_path.protocol,
+            )
+        try:
+            held = lease.acquire(fs, path, _owner(context, self), _LEASE_TTL, wait=self.wait_for_manifest)
+        except lease.LeaseHeldError as err:
+            raise VideoQueryError(
+                f"Batch {self.task_id!r}: the manifest {self._manifest_uri} is in use by "
+                f"{err.holder.describe() if err.holder else 'another run'}; this run created nothing. "
+                "Two batches over one manifest would pay twice: retry this task once that run is done "
+                "(or set wait_for_manifest). If that run is gone for good, its lease expires at the time "
+                f"above, or delete {object_uri(self.manifest_path)}.lease/ to free it now."
+            ) from None
+        self._lease, self._deferred_until = held, None
+        try:
+            with held.kept_alive(_LEASE_TTL, _LEASE_BEAT):
+                yield held
+        except TaskDeferred:
+            assert self._deferred_until is not None
+            self._keep(lambda: held.hold_until(self._deferred_until or 0.0))
+            raise
+        except BaseException:
+            held.release()
+            raise
+        else:
+            held.release()
         finally:
+            self._lease = None
             self.hook.close()
+
+    def _keep(self, step: Callable[[], None]) -> None:
+        """Run a step that needs the lease; a lost lease ends the try with what happened."""
+        try:
+            step()
+        except lease.LeaseLostError as err:
+            raise VideoQueryError(
+                f"Batch {self.task_id!r}: {err} This try stopped without creating or writing anything "
+                f"more; every id so far is in the manifest {self._manifest_uri}, which that run now works on."
+            ) from None
+
+    def _check_lease(self) -> None:
+        if self._lease is not None:
+            self._keep(self._lease.check)
 
     def _check_folders(self) -> None:
         """The destination (a folder: given with its '/', so a file in its place is refused) and the
@@ -291,6 +362,7 @@ class VideoBatchOperator(BaseOperator):
         return object_uri(self.manifest_path)
 
     def _save(self, entries: list[Entry], others: list[Entry]) -> None:
+        self._check_lease()
         manifest.write(self.manifest_path.fs, self.manifest_path.path, [*entries, *others])
 
     def _target(self, entry: Entry) -> ObjectStoragePath:
@@ -457,6 +529,7 @@ class VideoBatchOperator(BaseOperator):
         """Create one request; return when to try creates again if the gateway refuses them for now."""
         body = dict(entry.request)
         model, prompt = str(body.pop("model")), str(body.pop("prompt"))
+        self._check_lease()  # never a create by a run that lost the manifest
         try:
             task = self.hook.create_task(model, prompt, **body)
         except (VideoCreateUncertainError, VideoQueryResponseError) as err:
@@ -487,6 +560,8 @@ class VideoBatchOperator(BaseOperator):
         fire_after = max(1, math.ceil(len(tasks) * _REFILL_SHARE)) if more else max(1, len(tasks))
         counts = manifest.counts(entries)
         latest = max([*(deadline for _, deadline in tasks.values()), wake_at or 0.0])
+        timeout = max(0.0, latest - time.time()) + _DEFER_MARGIN
+        self._deferred_until = time.time() + timeout + _LEASE_AFTER_DEFERRAL
         self.log.info(
             "Waiting for %d live task(s) in the triggerer (%d stored, %d not created yet).",
             len(live),
@@ -515,7 +590,7 @@ class VideoBatchOperator(BaseOperator):
                 unreachable_timeout=self.unreachable_timeout,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=max(0.0, latest - time.time()) + _DEFER_MARGIN),
+            timeout=timedelta(seconds=timeout),
         )
 
     def _deadline(self, entry: Entry) -> float:
@@ -592,6 +667,19 @@ class VideoBatchOperator(BaseOperator):
 
 class _StillRunning(Exception):
     """Re-read before storing, a task the trigger saw succeed is running again (its status flapped)."""
+
+
+def _owner(context: Context, operator: BaseOperator) -> lease.Owner:
+    """The task instance (and try) the lease names; a context without one gets a name of its own."""
+    ti = context.get("ti")
+    run_id, map_index = getattr(ti, "run_id", None), getattr(ti, "map_index", None)
+    return lease.Owner(
+        dag_id=str(getattr(ti, "dag_id", None) or operator.dag_id),
+        run_id=str(run_id) if run_id else f"unnamed-{uuid.uuid4().hex[:12]}",
+        task_id=str(getattr(ti, "task_id", None) or operator.task_id),
+        map_index=int(map_index) if map_index is not None else -1,
+        try_number=int(getattr(ti, "try_number", None) or 1),
+    )
 
 
 def _take(items: Iterator[Entry], count: int) -> Iterator[Entry]:
