@@ -65,17 +65,31 @@ def dag(dags_folder: Path, monkeypatch: pytest.MonkeyPatch, airflow_db: str) -> 
     return load_dag(dags_folder / "videoquery_batch_test.py")
 
 
+@pytest.fixture(autouse=True)
+def short_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deferred trigger's hold after it starts (60 s against Airflow's race) is 0.2 s here: ``dag.test()``
+    runs the trigger in-process, right after the deferral was recorded, so there is no race to wait out."""
+    from airflow_provider_videoquery.operators import batch
+
+    monkeypatch.setattr(batch, "_SAFE_HOLD", 0.2)
+
+
 @pytest.fixture
 def trigger_kwargs(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """The serialized kwargs of every VideoBatchTrigger the batch deferred to."""
+    """The serialized kwargs of every VideoBatchTrigger the batch waited with (on the worker or deferred)."""
     seen: list[dict[str, Any]] = []
-    original = VideoBatchTrigger.run
+    run, wait = VideoBatchTrigger.run, VideoBatchTrigger.wait
 
-    def run(self: VideoBatchTrigger) -> Any:
+    def spy_run(self: VideoBatchTrigger) -> Any:
         seen.append(self.serialize()[1])
-        return original(self)
+        return run(self)
 
-    monkeypatch.setattr(VideoBatchTrigger, "run", run)
+    def spy_wait(self: VideoBatchTrigger, give_up_after: float) -> Any:
+        seen.append(self.serialize()[1])
+        return wait(self, give_up_after)
+
+    monkeypatch.setattr(VideoBatchTrigger, "run", spy_run)
+    monkeypatch.setattr(VideoBatchTrigger, "wait", spy_wait)
     return seen
 
 
@@ -771,3 +785,66 @@ def _deduplicating_gateway(upstream: str) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def deferred(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The serialized kwargs of every VideoBatchTrigger the batch deferred to (run in the triggerer)."""
+    seen: list[dict[str, Any]] = []
+    run = VideoBatchTrigger.run
+
+    def spy_run(self: VideoBatchTrigger) -> Any:
+        seen.append(self.serialize()[1])
+        return run(self)
+
+    monkeypatch.setattr(VideoBatchTrigger, "run", spy_run)
+    return seen
+
+
+def test_waits_of_a_few_seconds_stay_on_the_worker(
+    dag: Any,
+    emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    trigger_kwargs: list[Any],
+    deferred: list[Any],
+) -> None:
+    """Each wave's next step is a second away: the worker waits for it itself and never defers, so no
+    trigger can fire seconds after a deferral (Airflow's state-mismatch race)."""
+    from airflow.utils.state import DagRunState
+
+    emulator.set_default(Scenario(seconds_to_complete=0.5, video_size=1024))
+    out = tmp_path / "videos"
+
+    result = run_dag(dag, capsys, requests=_requests(9), destination=str(out))
+
+    assert result.run.state == DagRunState.SUCCESS, result.output[-3000:]
+    assert deferred == []
+    assert len(trigger_kwargs) >= 3  # max_active=4: at least three waves, each waited on the worker
+    assert emulator.count(route="create") == 9
+    assert _videos(out) == [f"clip-{n}.mp4" for n in range(9)]
+
+
+def test_a_longer_wait_defers_to_a_trigger_that_holds_before_firing(
+    dag: Any,
+    emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    deferred: list[Any],
+) -> None:
+    from airflow.utils.state import DagRunState
+
+    from airflow_provider_videoquery.operators import batch
+
+    monkeypatch.setattr(batch, "_STAY_ON_WORKER", 0.3)  # the videos take longer than that
+    emulator.set_default(Scenario(seconds_to_complete=1.5, video_size=1024))
+    out = tmp_path / "videos"
+
+    result = run_dag(dag, capsys, requests=_requests(4), destination=str(out))
+
+    assert result.run.state == DagRunState.SUCCESS, result.output[-3000:]
+    assert deferred
+    assert {kwargs["min_hold"] for kwargs in deferred} == {batch._SAFE_HOLD}
+    assert emulator.count(route="create") == 4
+    assert {e["status"] for e in _manifest(out).values()} == {"succeeded"}

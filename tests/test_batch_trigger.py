@@ -189,3 +189,40 @@ def test_unreachable_timeout_is_checked_and_kept() -> None:
     assert kwargs["unreachable_timeout"] == 30.0
     with pytest.raises(ValueError, match="unreachable_timeout must be between 0 and 300"):
         _trigger(["sora-2:a"], unreachable_timeout=900)
+
+
+async def test_never_fires_sooner_than_its_hold_after_it_started(emulator: Any) -> None:
+    """Airflow fails a task whose trigger fired seconds after it deferred ("state mismatch"): finished
+    tasks wait for the hold (and are still polled meanwhile), however soon they finished."""
+    ids = _add(emulator, 3, Scenario(polls_to_complete=1))
+    started = time.monotonic()
+
+    event = await _only_event(_trigger(ids, fire_after=1, min_hold=0.5))
+
+    assert time.monotonic() - started >= 0.5
+    assert set(event["finished"]) == set(ids)  # the others finished during the hold and came along
+
+
+async def test_an_error_event_waits_for_the_hold_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_VIDEOQUERY_DEFAULT", json.dumps({"conn_type": "videoquery", "host": ""}))
+    started = time.monotonic()
+    event = await _only_event(_trigger(["sora-2:x"], min_hold=0.3))
+    assert event["status"] == "error"
+    assert time.monotonic() - started >= 0.3
+
+
+async def test_a_short_wait_on_the_worker_gives_up_without_an_event(emulator: Any) -> None:
+    """What the batch runs on the worker before it would defer: the wave's event if it comes within the
+    time given, else None (and nothing left open)."""
+    slow = _add(emulator, 2, Scenario(polls_to_complete=10_000), "s")
+    assert await _trigger(slow).wait(give_up_after=0.3) is None
+    assert _shared_clients.users() == 0
+
+    quick = _add(emulator, 2, Scenario(polls_to_complete=1), "q")
+    event = await _trigger(quick, fire_after=2).wait(give_up_after=30)
+    assert event is not None
+    assert set(event["finished"]) == set(quick)
+
+
+def test_a_poll_interval_of_zero_does_not_spin() -> None:
+    assert _trigger(["sora-2:a"], poll_interval=0).poll_interval > 0

@@ -8,6 +8,7 @@ anything else happens, so a retry, a cleared task or a new run over the same man
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import time
@@ -78,6 +79,13 @@ _CREATE_RETRY = RetryPolicy(max_attempts=3)
 #: this often, so a worker killed mid-wave loses at most this much progress, and 1,000 videos cost few
 #: rewrites.
 _SAVE_STORED_EVERY = 2.0
+#: After a wave the worker waits for the next one itself, with the trigger's own code, for up to this
+#: long: a wave that needs the worker again within seconds never defers. A deferred trigger fires no
+#: sooner than ``_SAFE_HOLD`` after it started, well after its task's defer-exit has been processed:
+#: Airflow's scheduler fails a task resumed before that ("state mismatch", apache/airflow#72716,
+#: #71580; not fixed in 3.3.2). See docs/deployment.md.
+_STAY_ON_WORKER = 30.0
+_SAFE_HOLD = 60.0
 #: The manifest's lease while the worker works on it, renewed every :data:`_LEASE_BEAT` seconds: a
 #: killed worker's lease frees the manifest for other runs this long after (its own retry takes it at
 #: once) …
@@ -219,13 +227,7 @@ class VideoBatchOperator(BaseOperator):
         requests = self._requests()
         with self._leased(context):
             entries, others = self._load(requests, fresh=False)
-            if not isinstance(event, dict) or event.get("status") not in ("wave", EventStatus.ERROR.value):
-                raise VideoQueryError(
-                    f"The batch's trigger fired an unexpected event {event!r}; this is a bug."
-                )
-            if event["status"] == EventStatus.ERROR.value:
-                raise VideoQueryError(f"{event.get('message')} The manifest keeps every id: retry the task.")
-            return self._wave(context, entries, others, dict(event.get("finished") or {}))
+            return self._wave(context, entries, others, self._outcomes(event))
 
     def on_kill(self) -> None:
         """Killed (marked failed, cleared): let the next run have the manifest at once."""
@@ -379,20 +381,32 @@ class VideoBatchOperator(BaseOperator):
         others: list[Entry],
         finished: dict[str, dict[str, Any]],
     ) -> str:
-        by_id: dict[str, list[Entry]] = {}
-        for entry in entries:
-            if entry.video_task_id:
-                by_id.setdefault(entry.video_task_id, []).append(entry)
-        to_store = self._record(by_id, finished)
-        self._save(entries, others)
-        self._store(to_store, entries, others)
-        refused_until = self._create(entries, others)
-        live = [entry for entry in entries if entry.status is Status.RUNNING]
-        # Refused creates are tried again when live tasks finish, or after a pause when none is live.
-        wake_at = refused_until if not live else None
-        if live or wake_at is not None:
-            self._defer(entries, live, wake_at)
-        return self._finish(context, entries)
+        """Waves until the batch is done: record what finished, store it, create more, then wait — on
+        the worker while the wave's trigger would fire within :data:`_STAY_ON_WORKER` seconds, else in
+        the triggerer."""
+        while True:
+            to_store = self._record(_by_id(entries), finished)
+            self._save(entries, others)
+            self._store(to_store, entries, others)
+            refused_until = self._create(entries, others)
+            live = [entry for entry in entries if entry.status is Status.RUNNING]
+            # Refused creates are tried again when live tasks finish, or after a pause when none is live.
+            wake_at = refused_until if not live else None
+            if not live and wake_at is None:
+                return self._finish(context, entries)
+            trigger = self._trigger(entries, live, wake_at)
+            event = self._wait_here(trigger)
+            if event is None:
+                self._defer(trigger, live, entries)
+            finished = self._outcomes(event)
+
+    def _outcomes(self, event: object) -> dict[str, dict[str, Any]]:
+        """The finished tasks of a wave's event; an error event (or anything else) raises."""
+        if not isinstance(event, dict) or event.get("status") not in ("wave", EventStatus.ERROR.value):
+            raise VideoQueryError(f"The batch's trigger fired an unexpected event {event!r}; this is a bug.")
+        if event["status"] == EventStatus.ERROR.value:
+            raise VideoQueryError(f"{event.get('message')} The manifest keeps every id: retry the task.")
+        return dict(event.get("finished") or {})
 
     def _record(self, by_id: dict[str, list[Entry]], finished: dict[str, dict[str, Any]]) -> list[Entry]:
         """Apply the trigger's outcomes (to every entry of a task id; see :meth:`_warn_shared`); return
@@ -550,18 +564,56 @@ class VideoBatchOperator(BaseOperator):
             entry.ended(Status.FAILED, task.error or "the gateway failed the task at once")
         return None
 
-    def _defer(self, entries: list[Entry], live: list[Entry], wake_at: float | None) -> None:
+    def _trigger(self, entries: list[Entry], live: list[Entry], wake_at: float | None) -> VideoBatchTrigger:
+        """The trigger that waits for this wave's live tasks (on the worker first, see :meth:`_wait_here`)."""
         tasks: dict[str, list[float]] = {}
         for entry in live:  # keys that share a task id share its wait (the first one's times)
             tasks.setdefault(
                 str(entry.video_task_id), [float(entry.waiting_since or 0.0), self._deadline(entry)]
             )
         more = any(entry.status is Status.PENDING for entry in entries)
-        fire_after = max(1, math.ceil(len(tasks) * _REFILL_SHARE)) if more else max(1, len(tasks))
         counts = manifest.counts(entries)
-        latest = max([*(deadline for _, deadline in tasks.values()), wake_at or 0.0])
+        return VideoBatchTrigger(
+            tasks=tasks,
+            videoquery_conn_id=self.videoquery_conn_id,
+            route=self.route,
+            fire_after=max(1, math.ceil(len(tasks) * _REFILL_SHARE)) if more else max(1, len(tasks)),
+            fire_hold=_HOLD_WHILE_REFILLING if more else _HOLD_AT_THE_END,
+            wake_at=wake_at,
+            progress={
+                "total": counts["total"],
+                "created": sum(1 for entry in entries if entry.video_task_id),
+                "succeeded": counts[Status.SUCCEEDED.value],
+                "failed": sum(counts[status.value] for status in manifest.NOT_SUCCEEDED),
+                "pending": counts[Status.PENDING.value],
+            },
+            poll_interval=self.poll_interval,
+            max_in_flight=self.max_polls_in_flight,
+            max_polls_per_second=self.max_polls_per_second,
+            progress_interval=self.progress_interval,
+            unreachable_timeout=self.unreachable_timeout,
+        )
+
+    def _wait_here(self, trigger: VideoBatchTrigger) -> dict[str, Any] | None:
+        """Run the wave's trigger on the worker for up to :data:`_STAY_ON_WORKER` seconds: its event if
+        it fired by then (the next thing to do was seconds away), else None (defer)."""
+        if _STAY_ON_WORKER <= 0:
+            return None
+        try:
+            return asyncio.run(trigger.wait(give_up_after=_STAY_ON_WORKER))
+        except Exception as err:
+            raise VideoQueryError(
+                f"Waiting for the batch on the worker stopped: {type(err).__name__}: {err}. The manifest "
+                f"{self._manifest_uri} keeps every id: retry the task."
+            ) from err
+
+    def _defer(self, trigger: VideoBatchTrigger, live: list[Entry], entries: list[Entry]) -> None:
+        """Wait in the triggerer; the trigger never fires sooner than :data:`_SAFE_HOLD` after it starts."""
+        _, kwargs = trigger.serialize()
+        latest = max([*(deadline for _, deadline in trigger.tasks.values()), trigger.wake_at or 0.0])
         timeout = max(0.0, latest - time.time()) + _DEFER_MARGIN
         self._deferred_until = time.time() + timeout + _LEASE_AFTER_DEFERRAL
+        counts = manifest.counts(entries)
         self.log.info(
             "Waiting for %d live task(s) in the triggerer (%d stored, %d not created yet).",
             len(live),
@@ -569,26 +621,7 @@ class VideoBatchOperator(BaseOperator):
             counts[Status.PENDING.value],
         )
         self.defer(
-            trigger=VideoBatchTrigger(
-                tasks=tasks,
-                videoquery_conn_id=self.videoquery_conn_id,
-                route=self.route,
-                fire_after=fire_after,
-                fire_hold=_HOLD_WHILE_REFILLING if more else _HOLD_AT_THE_END,
-                wake_at=wake_at,
-                progress={
-                    "total": counts["total"],
-                    "created": sum(1 for entry in entries if entry.video_task_id),
-                    "succeeded": counts[Status.SUCCEEDED.value],
-                    "failed": sum(counts[status.value] for status in manifest.NOT_SUCCEEDED),
-                    "pending": counts[Status.PENDING.value],
-                },
-                poll_interval=self.poll_interval,
-                max_in_flight=self.max_polls_in_flight,
-                max_polls_per_second=self.max_polls_per_second,
-                progress_interval=self.progress_interval,
-                unreachable_timeout=self.unreachable_timeout,
-            ),
+            trigger=VideoBatchTrigger(**{**kwargs, "min_hold": _SAFE_HOLD}),
             method_name="execute_complete",
             timeout=timedelta(seconds=timeout),
         )
@@ -667,6 +700,15 @@ class VideoBatchOperator(BaseOperator):
 
 class _StillRunning(Exception):
     """Re-read before storing, a task the trigger saw succeed is running again (its status flapped)."""
+
+
+def _by_id(entries: list[Entry]) -> dict[str, list[Entry]]:
+    """The entries of each video task id (two keys may share one)."""
+    by_id: dict[str, list[Entry]] = {}
+    for entry in entries:
+        if entry.video_task_id:
+            by_id.setdefault(entry.video_task_id, []).append(entry)
+    return by_id
 
 
 def _owner(context: Context, operator: BaseOperator) -> lease.Owner:
