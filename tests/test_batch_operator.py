@@ -848,3 +848,44 @@ def test_a_longer_wait_defers_to_a_trigger_that_holds_before_firing(
     assert {kwargs["min_hold"] for kwargs in deferred} == {batch._SAFE_HOLD}
     assert emulator.count(route="create") == 4
     assert {e["status"] for e in _manifest(out).values()} == {"succeeded"}
+
+
+def test_one_slow_video_does_not_hold_up_storing_and_recording_the_others(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first video answer of a wave is slow to start: the wave's other videos are stored and in the
+    manifest while that one is still on its way."""
+    import threading
+
+    from airflow_provider_videoquery.operators import batch
+    from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+
+    monkeypatch.setattr(batch, "_SAVE_STORED_EVERY", 0.0)  # every landing is written at once
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=1024))
+    emulator.add_fault(Fault("slow_headers", route="video", times=1, delay=2.0))  # under the 5 s timeout
+    operator = VideoBatchOperator(
+        task_id="batch",
+        requests=_requests(4),
+        destination=str(tmp_path),
+        max_active=4,
+        creates_per_second=0,
+        poll_interval=0.05,
+        max_polls_per_second=1000,
+        max_parallel_downloads=4,
+        progress_interval=600,
+    )
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (drive(operator), done.set()))
+    thread.start()
+    seen: list[int] = []
+    try:
+        while not done.is_set() and len(seen) < 2000:
+            if (tmp_path / "manifest.jsonl").exists():
+                seen.append(sum(e["status"] == "succeeded" for e in _manifest(tmp_path).values()))
+            time.sleep(0.01)
+    finally:
+        thread.join(timeout=60)
+
+    assert 3 in seen  # the three quick ones were recorded while the slow one was still coming
+    assert {e["status"] for e in _manifest(tmp_path).values()} == {"succeeded"}
+    assert emulator.count(route="video") == 4
