@@ -101,6 +101,15 @@ def _requests(count: int, **per_key: dict[str, Any]) -> list[dict[str, Any]]:
     return requests
 
 
+def _succeeds(dag: Any, capsys: pytest.CaptureFixture[str], requests: Any, out: Path) -> Any:
+    """A ``dag.test()`` run of the batch that must succeed; its result."""
+    from airflow.utils.state import DagRunState
+
+    result = run_dag(dag, capsys, requests=requests, destination=str(out))
+    assert result.run.state == DagRunState.SUCCESS, result.output[-3000:]
+    return result
+
+
 def _manifest(folder: Path) -> dict[str, dict[str, Any]]:
     lines = (folder / "manifest.jsonl").read_text().splitlines()
     return {entry["key"]: entry for entry in map(json.loads, lines)}
@@ -156,8 +165,7 @@ def test_a_new_run_over_the_manifest_keeps_what_verifies_and_pays_for_nothing(
 
     emulator.set_default(Scenario(polls_to_complete=1, video_size=3000))
     out = tmp_path / "videos"
-    first = run_dag(dag, capsys, requests=_requests(5), destination=str(out))
-    assert first.run.state == DagRunState.SUCCESS, first.output[-3000:]
+    _succeeds(dag, capsys, _requests(5), out)
     downloads = emulator.count(route="video")
     (out / "clip-1.mp4").unlink()
     (out / "clip-2.mp4").write_bytes(b"\0" * 3000)  # same size, other bytes
@@ -442,8 +450,7 @@ def test_a_prompt_added_at_the_top_pays_for_itself_only(
     emulator.set_default(Scenario(polls_to_complete=1, video_size=1024))
     out = tmp_path / "videos"
     prompts = [f"take {n}" for n in range(5)]
-    first = run_dag(dag, capsys, requests=_keyless(*prompts), destination=str(out))
-    assert first.run.state == DagRunState.SUCCESS, first.output[-3000:]
+    _succeeds(dag, capsys, _keyless(*prompts), out)
 
     second = run_dag(dag, capsys, requests=_keyless("a new first take", *prompts), destination=str(out))
 
@@ -575,8 +582,7 @@ def test_a_stored_video_that_cannot_be_read_is_kept_not_deleted(
 
     emulator.set_default(Scenario(polls_to_complete=1, video_size=2048))
     out = tmp_path / "videos"
-    first = run_dag(dag, capsys, requests=_requests(3), destination=str(out))
-    assert first.run.state == DagRunState.SUCCESS, first.output[-3000:]
+    _succeeds(dag, capsys, _requests(3), out)
     before = (out / "clip-1.mp4").read_bytes()
     downloads = emulator.count(route="video")
     emulator.add_fault(Fault("http_error", route="video", status=410))  # the signed URLs have expired
@@ -607,8 +613,7 @@ def test_a_stored_video_that_differs_is_replaced_only_by_a_verified_new_one(
 
     emulator.set_default(Scenario(polls_to_complete=1, video_size=2048))
     out = tmp_path / "videos"
-    first = run_dag(dag, capsys, requests=_requests(3), destination=str(out))
-    assert first.run.state == DagRunState.SUCCESS, first.output[-3000:]
+    _succeeds(dag, capsys, _requests(3), out)
     (out / "clip-1.mp4").write_bytes(b"\0" * 2048)  # same size, other bytes
     emulator.add_fault(Fault("http_error", route="video", status=410, times=1))
 
