@@ -894,3 +894,58 @@ def test_one_slow_video_does_not_hold_up_storing_and_recording_the_others(
     assert 3 in seen  # the three quick ones were recorded while the slow one was still coming
     assert {e["status"] for e in _manifest(tmp_path).values()} == {"succeeded"}
     assert emulator.count(route="video") == 4
+
+
+def test_the_lease_is_held_across_a_deferral_and_a_resume_that_lost_it_stops(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the batch is deferred another run is refused, naming it; the resumed try adopts its lease.
+    Had the lease expired and another run taken it, the resume stops and creates nothing more."""
+    import asyncio
+
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    from airflow_provider_videoquery import lease
+    from airflow_provider_videoquery.exceptions import VideoQueryError
+    from airflow_provider_videoquery.operators import batch
+    from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+    from tests.batch_helpers import batch_context
+
+    monkeypatch.setattr(batch, "_STAY_ON_WORKER", 0.0)  # defer after every wave
+    emulator.set_default(Scenario(polls_to_complete=2, video_size=1024))
+
+    def operator() -> Any:
+        return VideoBatchOperator(
+            task_id="batch",
+            requests=_requests(4),
+            destination=str(tmp_path),
+            max_active=2,
+            poll_interval=0.05,
+        )
+
+    first, context = operator(), batch_context("scheduled__1")
+    with pytest.raises(TaskDeferred) as deferred:
+        first.execute(context)
+    with pytest.raises(
+        VideoQueryError, match=r"is in use by DAG 'videoquery_batch_test', run 'scheduled__1'"
+    ):
+        operator().execute(batch_context("manual__1"))
+    assert emulator.count(route="create") == 2
+
+    event = asyncio.run(deferred.value.trigger.run().__anext__()).payload
+    with pytest.raises(TaskDeferred) as again:  # resumed: stored what finished, created more, deferred
+        first.execute_complete(context, event)
+    made = emulator.count(route="create")
+    assert made > 2
+
+    # The lease outlives the deferral only so long: a run after its expiry takes the manifest …
+    late = lease.Owner("videoquery_batch_test", "manual__2", "batch")
+    path = str(tmp_path / "manifest.jsonl")
+    lease.acquire(first.manifest_path.fs, path, late, ttl=600, clock=lambda: time.time() + 10**6)
+    event = asyncio.run(again.value.trigger.run().__anext__()).payload
+    # … and the resumed try stops at once, without writing the manifest or creating anything.
+    before = (tmp_path / "manifest.jsonl").read_bytes()
+    with pytest.raises(VideoQueryError, match=r"while this task was deferred, its lease .* run 'manual__2'"):
+        first.execute_complete(context, event)
+    assert (tmp_path / "manifest.jsonl").read_bytes() == before
+    assert emulator.count(route="create") == made

@@ -225,7 +225,7 @@ class VideoBatchOperator(BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger: record what finished, store it, create more, defer or finish."""
         requests = self._requests()
-        with self._leased(context):
+        with self._leased(context, resuming=True):
             entries, others = self._load(requests, fresh=False)
             return self._wave(context, entries, others, self._outcomes(event))
 
@@ -237,9 +237,10 @@ class VideoBatchOperator(BaseOperator):
     # -- the manifest's lease ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _leased(self, context: Context) -> Iterator[lease.Lease]:
+    def _leased(self, context: Context, resuming: bool = False) -> Iterator[lease.Lease]:
         """Hold the manifest's lease while the block runs (renewed in the background); across a
-        deferral until the trigger's timeout plus :data:`_LEASE_AFTER_DEFERRAL`; released otherwise."""
+        deferral until the trigger's timeout plus :data:`_LEASE_AFTER_DEFERRAL`; released otherwise.
+        ``resuming``: after a deferral, when this try held it already."""
         fs, path = self.manifest_path.fs, self.manifest_path.path
         if not lease.atomic_create_supported(fs):
             self.log.warning(
@@ -250,9 +251,17 @@ class VideoBatchOperator(BaseOperator):
         try:
             held = lease.acquire(fs, path, _owner(context, self), _LEASE_TTL, wait=self.wait_for_manifest)
         except lease.LeaseHeldError as err:
+            holder = err.holder.describe() if err.holder else "another run"
+            if resuming:
+                raise VideoQueryError(
+                    f"Batch {self.task_id!r}: while this task was deferred, its lease on the manifest "
+                    f"{self._manifest_uri} expired and {holder} took it; this try stops without creating "
+                    "or writing anything more. Every id it paid for is in the manifest, which that run "
+                    "now works on: retry this task once it is done."
+                ) from None
             raise VideoQueryError(
                 f"Batch {self.task_id!r}: the manifest {self._manifest_uri} is in use by "
-                f"{err.holder.describe() if err.holder else 'another run'}; this run created nothing. "
+                f"{holder}; this run created nothing. "
                 "Two batches over one manifest would pay twice: retry this task once that run is done "
                 "(or set wait_for_manifest). If that run is gone for good, its lease expires at the time "
                 f"above, or delete {object_uri(self.manifest_path)}.lease/ to free it now."
