@@ -534,13 +534,11 @@ def test_create_fields_are_checked_for_every_request_before_anything_is_paid(
         drive(operator)
 
     message = str(caught.value)
-    assert "2 request(s) would be refused" in message
-    assert "Request 'boat' was not sent" in message
-    assert "aspect_ratio '16:9' is not accepted by 'grok-video-3'" in message
+    assert "2 of 3 request(s) refused before anything was created" in message
+    assert "Request 'boat': aspect_ratio '16:9' is not accepted by 'grok-video-3'" in message
     assert "size '1080P'" in message
-    assert "Request 'long' was not sent" in message
+    assert "Request 'long': duration 12" in message
     assert "'fine'" not in message
-    assert "Nothing was created" in message
     assert emulator.count() == 0
     assert not (tmp_path / "out" / "manifest.jsonl").exists()
 

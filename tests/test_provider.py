@@ -99,7 +99,7 @@ def test_one_version_everywhere() -> None:
     assert get_provider_info()["versions"] == [version]
     assert metadata.version("airflow-provider-videoquery") == version  # pyproject reads __version__
     changelog = (REPO / "CHANGELOG.md").read_text()
-    releases = [r for r in re.findall(r"^## (\S+)", changelog, flags=re.MULTILINE) if r != "Unreleased"]
+    releases = re.findall(r"^## (\S+)", changelog, flags=re.MULTILINE)
     assert releases[0] == version, f"CHANGELOG.md's newest entry is {releases[0]}, the package {version}"
 
 

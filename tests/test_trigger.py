@@ -87,7 +87,8 @@ async def test_deadline_gives_timeout_naming_task_status_and_duration(emulator: 
     started = time.monotonic()
     event = await only_event(make_trigger(timeout=0.4))
 
-    assert time.monotonic() - started < 3
+    # Without the deadline the wait would last the million polls; a loaded machine stays far below 60 s.
+    assert time.monotonic() - started < 60
     assert event["status"] == "timeout"
     assert TASK_ID in event["message"]
     assert "running" in event["message"]

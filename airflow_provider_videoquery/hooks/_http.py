@@ -270,11 +270,7 @@ def exchange(
 
 def uncertain_create(request: httpx.Request, what: str, problem: str) -> VideoCreateUncertainError:
     """The error for a create the gateway may have taken without telling its id: what to check there."""
-    try:
-        body = json.loads(request.content)
-    except ValueError:
-        body = {}
-    prompt = str(body.get("prompt") or "") if isinstance(body, dict) else ""
+    prompt = _prompt_of(request)
     prompt = prompt[:80] + ("…" if len(prompt) > 80 else "")
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     check = (
@@ -288,6 +284,18 @@ def uncertain_create(request: httpx.Request, what: str, problem: str) -> VideoCr
         "creates instead, at the risk of paying twice.)"
     )
     return VideoCreateUncertainError(message, what=what, problem=problem, check=check)
+
+
+def _prompt_of(request: httpx.Request) -> str:
+    """The prompt a create sent: from its JSON body, or from a multipart body's form fields."""
+    try:
+        body = json.loads(request.content)
+    except ValueError:
+        body = {}
+    except httpx.RequestNotRead:  # multipart, streamed: its plain fields are still at hand
+        fields = getattr(request.stream, "fields", ())
+        body = {f.name: f.value for f in fields if isinstance(getattr(f, "value", None), str)}
+    return str(body.get("prompt") or "") if isinstance(body, dict) else ""
 
 
 def _transient_problem(outcome: Outcome) -> str | None:

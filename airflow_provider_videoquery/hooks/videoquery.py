@@ -32,6 +32,7 @@ from airflow_provider_videoquery.hooks._http import (
     uncertain_create,
 )
 from airflow_provider_videoquery.hooks._probe import PROBE_TASK_ID, verdict
+from airflow_provider_videoquery.images.multipart import encode
 from airflow_provider_videoquery.models import VideoTask, elide_inline, parse_task
 from airflow_provider_videoquery.routes import EnvelopeError, RouteSpec, spec
 
@@ -156,7 +157,8 @@ class VideoQueryHook(BaseHook):
         self, model: str, prompt: str, route: str | Route | None = None, **fields: Any
     ) -> VideoTask:
         """Submit a new video task (the route's create, e.g. ``POST /v1/video/create``); extra fields pass
-        through unchanged.
+        through unchanged (a :class:`~airflow_provider_videoquery.images.multipart.FilePart` value sends
+        the body as ``multipart/form-data``, the file streamed).
 
         A create is not idempotent, so it is retried only when the gateway surely did not take it
         (429/503, a refused key, or no connection was made).
@@ -206,14 +208,15 @@ class VideoQueryHook(BaseHook):
     ) -> Generator[Action, Outcome, VideoTask]:
         config, resolved = self.config, self._resolve_route(route)
         what = f"Creating a {body.get('model')!r} video task at {config.base_url}"
-        request = httpx.Request(
-            "POST",
-            config.create_url(resolved),
-            headers=config.auth_headers(),
-            json=body,
-            extensions={"timeout": config.timeout.as_dict()},
-        )
-        response = yield from exchange(request, self.retry_policy, what, idempotent=False)
+        with encode(body) as encoded:  # JSON, or multipart when an image goes as a file
+            request = httpx.Request(
+                "POST",
+                config.create_url(resolved),
+                headers=encoded.headers(config.auth_headers()),
+                extensions={"timeout": config.timeout.as_dict()},
+                **encoded.content,
+            )
+            response = yield from exchange(request, self.retry_policy, what, idempotent=False)
         route_spec = spec(resolved)
         try:
             answer = json_body(response, what)

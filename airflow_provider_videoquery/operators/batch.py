@@ -24,10 +24,8 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_videoquery import lease, manifest
-from airflow_provider_videoquery.create_fields import check_create_request
 from airflow_provider_videoquery.events import EventStatus
 from airflow_provider_videoquery.exceptions import (
-    VideoCreateRequestError,
     VideoCreateUncertainError,
     VideoDownloadError,
     VideoQueryAuthError,
@@ -39,6 +37,8 @@ from airflow_provider_videoquery.exceptions import (
 )
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
+from airflow_provider_videoquery.images.inputs import ImageInputs
+from airflow_provider_videoquery.images.refs import plain
 from airflow_provider_videoquery.manifest import BatchInputError, Entry, Status
 from airflow_provider_videoquery.models import TaskStatus, VideoTask
 from airflow_provider_videoquery.storage import (
@@ -115,6 +115,10 @@ class VideoBatchOperator(BaseOperator):
     :param manifest: the manifest's URI; default ``<destination>/manifest.jsonl`` (templated).
     :param destination_conn_id: the storage connection of destination and manifest.
     :param requests_conn_id: the storage connection of a JSONL ``requests`` URI.
+    :param inputs_conn_id: the storage connection of images the requests name by storage URI or path
+        (docs/create.md, "Images"); every request's images are checked before the first create, and
+        each is presigned, inlined or uploaded right before its own create. None: the store's default
+        credentials, never anonymous.
     :param videoquery_conn_id: the ``videoquery`` connection.
     :param route: ``unified``, ``vidu-native`` or ``openai``; default: the connection's route.
     :param max_active: tasks live at the gateway at once.
@@ -148,6 +152,7 @@ class VideoBatchOperator(BaseOperator):
         manifest: str | None = None,
         destination_conn_id: str | None = None,
         requests_conn_id: str | None = None,
+        inputs_conn_id: str | None = None,
         videoquery_conn_id: str = VideoQueryHook.default_conn_name,
         route: str | None = None,
         max_active: int = 20,
@@ -172,6 +177,7 @@ class VideoBatchOperator(BaseOperator):
         self.manifest = manifest
         self.destination_conn_id = destination_conn_id
         self.requests_conn_id = requests_conn_id
+        self.inputs_conn_id = inputs_conn_id
         self.videoquery_conn_id = videoquery_conn_id
         self.route = route
         self.max_active = max(1, int(max_active))
@@ -194,6 +200,11 @@ class VideoBatchOperator(BaseOperator):
     @cached_property
     def hook(self) -> VideoQueryHook:
         return VideoQueryHook(self.videoquery_conn_id, route=self.route, retry_policy=_CREATE_RETRY)
+
+    @cached_property
+    def inputs(self) -> ImageInputs:
+        """The requests' images: checked up front, resolved (presigned…) at each create."""
+        return ImageInputs(str(self.route or self.hook.config.route), self.inputs_conn_id)
 
     @cached_property
     def folder(self) -> ObjectStoragePath:
@@ -332,29 +343,21 @@ class VideoBatchOperator(BaseOperator):
         return [old for _, old in pairs if old is not None], others
 
     def _check_requests(self, entries: list[Entry]) -> None:
-        """Refuse, before anything is created, every request still to be sent that its model family would
-        not accept (all of them at once); the one field check ``VideoCreateOperator`` runs too."""
-        route = str(self.route or self.hook.config.route)
-        problems: list[str] = []
+        """Refuse, before anything is created, every request still to be sent that its model family or
+        its route would not accept, images included (all of them at once): the one check
+        ``VideoCreateOperator`` runs too (``create_fields.check_create_request``, through the images)."""
+        todo = [
+            (f"Request {entry.key!r}", entry.request)
+            for entry in entries
+            if entry.video_task_id is None and entry.status is Status.PENDING  # to be sent
+        ]
+        if not todo:
+            return
         unchecked: dict[str, str] = {}
-        for entry in entries:
-            if entry.video_task_id is not None or entry.status is not Status.PENDING:
-                continue  # created already (its fields were accepted) or not to be sent
-            try:
-                warnings = check_create_request(entry.request, route=route, what=f"Request {entry.key!r}")
-            except VideoCreateRequestError as err:
-                problems.append(str(err))
-                continue
-            for warning in warnings:
-                unchecked.setdefault(entry.model, warning)
-        for warning in unchecked.values():  # once per model, not once per request
+        for warning in self.inputs.check(todo):
+            unchecked.setdefault(warning.split(": ", 1)[-1], warning)  # once per model, not per request
+        for warning in unchecked.values():
             self.log.warning(warning)
-        if problems:
-            raise VideoCreateRequestError(
-                f"Batch {self.task_id!r}: {manifest.listed(problems, 'request(s) would be refused')}\n"
-                "Nothing was created: fix these requests (docs/create.md lists the accepted values).",
-                problems=problems,
-            )
 
     def _request_items(self) -> list[tuple[str, Any]]:
         if isinstance(self.requests, str):
@@ -366,7 +369,7 @@ class VideoBatchOperator(BaseOperator):
                 "requests must be a list of dicts or the URI of a JSONL file, not "
                 f"{type(self.requests).__name__}."
             )
-        return [(f"request #{number}", item) for number, item in enumerate(self.requests, start=1)]
+        return [(f"request #{number}", plain(item)) for number, item in enumerate(self.requests, start=1)]
 
     @cached_property
     def _manifest_uri(self) -> str:
@@ -554,7 +557,9 @@ class VideoBatchOperator(BaseOperator):
         model, prompt = str(body.pop("model")), str(body.pop("prompt"))
         self._check_lease()  # never a create by a run that lost the manifest
         try:
-            task = self.hook.create_task(model, prompt, **body)
+            resolved = self.inputs.resolve(body, what=f"Request {entry.key!r}")  # presigned from now
+            with resolved.redacting():
+                task = self.hook.create_task(model, prompt, **resolved.fields)
         except (VideoCreateUncertainError, VideoQueryResponseError) as err:
             entry.ended(Status.UNCERTAIN, str(err))
             self.log.warning("The create of %r is uncertain and is not sent again: %s", entry.key, err)

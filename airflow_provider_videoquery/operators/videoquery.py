@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 from airflow.providers.common.compat.sdk import BaseOperator, Context
 
-from airflow_provider_videoquery.create_fields import check_create_request
 from airflow_provider_videoquery.events import ensure_not_failed, task_from_event
 from airflow_provider_videoquery.exceptions import (
     VideoCreateUncertainError,
@@ -21,6 +20,7 @@ from airflow_provider_videoquery.exceptions import (
 )
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
+from airflow_provider_videoquery.images.inputs import ImageInputs
 from airflow_provider_videoquery.models import VideoTask, display_url
 from airflow_provider_videoquery.storage import (
     DEFAULT_MAX_BYTES,
@@ -62,8 +62,12 @@ class VideoCreateOperator(BaseOperator):
     :param prompt: what to generate (templated).
     :param videoquery_conn_id: the ``videoquery`` connection.
     :param route: ``unified``, ``vidu-native``, ``openai`` or ``new-api``; default: the connection's route.
-    :param extra_fields: more body fields, passed unchanged (``aspect_ratio``, ``images``, ``duration``,
-        …; templated).
+    :param extra_fields: more body fields, passed unchanged (``aspect_ratio``, ``duration``, …;
+        templated), except images: ``images``/``input_reference``/… may name ``s3://``, ``gs://`` or
+        ``file://`` objects, absolute paths or ``ObjectStoragePath`` objects, checked and sent the way the
+        route takes them (presigned URL, ``data:`` URI or upload; docs/create.md, "Images").
+    :param inputs_conn_id: the storage connection those images are read with (an ``ObjectStoragePath``
+        with its own ``conn_id`` keeps it); None: the store's default credentials, never anonymous.
     :param retry_uncertain_creates: let Airflow retry (the task's ``retries``) a create the gateway may
         have received, accepting that a second video may be paid for.
     """
@@ -80,6 +84,7 @@ class VideoCreateOperator(BaseOperator):
         videoquery_conn_id: str = VideoQueryHook.default_conn_name,
         route: str | None = None,
         extra_fields: dict[str, Any] | None = None,
+        inputs_conn_id: str | None = None,
         retry_uncertain_creates: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -89,13 +94,18 @@ class VideoCreateOperator(BaseOperator):
         self.videoquery_conn_id = videoquery_conn_id
         self.route = route
         self.extra_fields = extra_fields or {}
+        self.inputs_conn_id = inputs_conn_id
         self.retry_uncertain_creates = retry_uncertain_creates
 
     def execute(self, context: Context) -> str:
         hook = VideoQueryHook(self.videoquery_conn_id, route=self.route)
         try:
-            self._check(hook)
-            task = hook.create_task(self.model, self.prompt, **self.extra_fields)
+            inputs = self._check(hook)
+            resolved = inputs.resolve(self.extra_fields, what=f"Task {self.task_id!r}")
+            if resolved.sent:
+                self.log.info("Images: %s.", "; ".join(resolved.sent))
+            with resolved.redacting():  # a signed image URL never reaches an error or a log
+                task = hook.create_task(self.model, self.prompt, **resolved.fields)
         except VideoCreateUncertainError as err:
             if not self.retry_uncertain_creates:
                 raise
@@ -112,12 +122,14 @@ class VideoCreateOperator(BaseOperator):
         ensure_not_failed(task)
         return task.id
 
-    def _check(self, hook: VideoQueryHook) -> None:
-        """Refuse, before anything is paid for, a request its model family would not accept."""
+    def _check(self, hook: VideoQueryHook) -> ImageInputs:
+        """Refuse, before anything is paid for, a request its model family or route would not accept
+        (images included: each stored one is read); return what resolves its images."""
         body = {**self.extra_fields, "model": self.model, "prompt": self.prompt}
-        route = self.route or hook.config.route
-        for warning in check_create_request(body, route=str(route), what=f"Task {self.task_id!r}"):
+        inputs = ImageInputs(str(self.route or hook.config.route), self.inputs_conn_id)
+        for warning in inputs.check([(f"Task {self.task_id!r}", body)]):
             self.log.warning(warning)
+        return inputs
 
 
 class VideoDownloadOperator(BaseOperator):
