@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from airflow_provider_videoquery._fs import is_local, write_synced
+
 #: A key names the file ``<key>.mp4``: letters, digits, ``.``, ``_``, ``-``; no leading dot.
 _KEY = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,149}")
-_LOCAL_PROTOCOLS = frozenset({"file", "local"})
 
 
 class BatchInputError(ValueError):
@@ -65,6 +66,11 @@ class Entry:
     #: Epoch seconds the current wait for the task began (its deadline counts from here).
     waiting_since: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The object at this key's path is this batch's own video but no longer verifies: the next store
+    #: replaces it (written beside it, then moved over it); it is never deleted first.
+    replace: bool = False
+    #: The key was derived from the request's content (the request has no ``key``); not recorded.
+    derived: bool = field(default=False, compare=False, repr=False)
 
     @property
     def model(self) -> str:
@@ -80,9 +86,13 @@ class Entry:
         self._outcome(Status.RUNNING)
         self.waiting_since = now
 
+    def still_running(self) -> None:
+        """Back to waiting on the same deadline: the gateway reported the task finished, then running."""
+        self._outcome(Status.RUNNING)
+
     def stored(self, uri: str, size: int, sha256: str) -> None:
         self._outcome(Status.SUCCEEDED)
-        self.uri, self.bytes, self.sha256 = uri, size, sha256
+        self.uri, self.bytes, self.sha256, self.replace = uri, size, sha256, False
 
     def ended(self, status: Status, error: str) -> None:
         """Finished without a stored video (``failed``, ``timeout``, ``error``, ``uncertain``)."""
@@ -106,6 +116,7 @@ class Entry:
             "error": self.error,
             "waiting_since": self.waiting_since,
             "request": self.request,
+            **({"replace": True} if self.replace else {}),
             **self.extra,
         }
 
@@ -128,6 +139,7 @@ class Entry:
             status=status,
             bytes=int(size) if size is not None else None,
             waiting_since=float(since) if since is not None else None,
+            replace=bool(data.pop("replace", False)),
             extra=data,
             **known,
         )
@@ -152,85 +164,174 @@ def parse_jsonl(lines: Iterable[str | bytes], source: str) -> list[tuple[str, An
 
 
 def parse_requests(items: Iterable[tuple[str, Any]]) -> list[Entry]:
-    """Validate requests (``where`` names each one in errors) and give each a key; all errors at once."""
+    """Validate requests (``where`` names each one in errors) and give each a key; all errors at once.
+
+    A request without a ``key`` gets one from its content (:func:`derived_key`), so adding, removing or
+    reordering other requests never changes it. Keys that differ only in case are refused: they would
+    name one file on a case-insensitive store.
+    """
     entries: list[Entry] = []
     problems: list[str] = []
-    seen: dict[str, str] = {}
-    for index, (where, item) in enumerate(items):
+    seen: dict[str, tuple[str, str]] = {}
+    occurrences: Counter[str] = Counter()
+    for where, item in items:
         try:
-            entry = _request(index, where, item)
+            entry = _request(where, item, occurrences)
         except BatchInputError as err:
             problems.append(str(err))
             continue
-        if entry.key in seen:
-            problems.append(f"{where}: key {entry.key!r} is already used by {seen[entry.key]}.")
+        other = seen.get(entry.key.casefold())
+        if other is not None:
+            key, other_where = other
+            if key == entry.key:
+                problems.append(f"{where}: key {entry.key!r} is already used by {other_where}.")
+            else:
+                problems.append(
+                    f"{where}: key {entry.key!r} differs only in case from {key!r} ({other_where}); on a "
+                    "case-insensitive store (macOS, Windows, some mounts) both are one file. Rename one."
+                )
             continue
-        seen[entry.key] = where
+        seen[entry.key.casefold()] = (entry.key, where)
         entries.append(entry)
     if problems:
-        shown = "\n  ".join(problems[:20])
-        more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise BatchInputError(f"{len(problems)} request(s) cannot be used:\n  {shown}{more}")
+        raise BatchInputError(listed(problems, "request(s) cannot be used"))
     if not entries:
         raise BatchInputError("The batch has no requests.")
     return entries
 
 
-def _request(index: int, where: str, item: Any) -> Entry:
+def listed(problems: list[str], what: str, limit: int = 20) -> str:
+    """``N <what>:`` and the first ``limit`` problems, one a line."""
+    shown = "\n  ".join(problems[:limit])
+    more = f"\n  … and {len(problems) - limit} more" if len(problems) > limit else ""
+    return f"{len(problems)} {what}:\n  {shown}{more}"
+
+
+def _request(where: str, item: Any, occurrences: Counter[str]) -> Entry:
     if not isinstance(item, Mapping):
         raise BatchInputError(f"{where}: a request must be a JSON object, got {type(item).__name__}.")
-    body = {str(name): value for name, value in item.items() if name != "key"}
+    body = _json_form({str(name): value for name, value in item.items() if name != "key"}, where)
     for name in ("model", "prompt"):
         if not isinstance(body.get(name), str) or not body[name].strip():
             raise BatchInputError(f"{where}: {name!r} is missing or empty.")
     key = item.get("key")
-    if key is None:
-        key = derived_key(index, body)
+    derived = key is None
+    if derived:
+        digest = content_digest(body)
+        occurrences[digest] += 1
+        key = derived_key(body, occurrences[digest])
     if not isinstance(key, str) or not _KEY.fullmatch(key):
         raise BatchInputError(
             f"{where}: key {key!r} must be 1-150 letters, digits, '.', '_' or '-', not starting with "
             "'.' (it names the file <key>.mp4)."
         )
-    return Entry(key, body)
+    return Entry(key, body, derived=derived)
 
 
-def derived_key(index: int, body: Mapping[str, Any]) -> str:
-    """A stable key for a request without one: its position and a digest of its content."""
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{index:05d}-{digest[:10]}"
+def _json_form(body: dict[str, Any], where: str) -> dict[str, Any]:
+    """The request as JSON gives it back (tuples become lists), as the manifest records it: a request
+    and its recorded copy then compare equal."""
+    try:
+        normal: dict[str, Any] = json.loads(json.dumps(body, ensure_ascii=False))
+    except (TypeError, ValueError) as err:
+        raise BatchInputError(f"{where}: the request is not JSON ({err}).") from None
+    return normal
+
+
+def content_digest(body: Mapping[str, Any]) -> str:
+    """A digest of a request's content (key order does not matter)."""
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def derived_key(body: Mapping[str, Any], occurrence: int = 1) -> str:
+    """The key of a request without one: a digest of its content, and for the n-th of several identical
+    requests ``-n`` (n >= 2). Independent of the request's position."""
+    digest = content_digest(body)[:12]
+    return digest if occurrence <= 1 else f"{digest}-{occurrence}"
+
+
+#: The keys 0.1.0 derived: the request's position and a digest of its content (``00042-3f9a0c1b2d``).
+_POSITIONAL_KEY = re.compile(r"(\d{5,})-([0-9a-f]{10})")
+
+
+def _positional_digest(body: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _is_positional(entry: Entry) -> bool:
+    """Whether ``entry``'s key is one 0.1.0 derived from its position and this very request."""
+    match = _POSITIONAL_KEY.fullmatch(entry.key)
+    return match is not None and match.group(2) == _positional_digest(entry.request)
 
 
 # -- merging with a recorded manifest ---------------------------------------------------------------
 
 
+Pairs = list[tuple[Entry, Entry | None]]
+
+
+def pair(requests: list[Entry], recorded: list[Entry]) -> tuple[Pairs, list[Entry]]:
+    """Each request with the recorded entry it continues (or None), and the recorded entries no request
+    continues (in their order).
+
+    A request continues the entry of its key. A request without an explicit key whose key is not
+    recorded also continues an entry written by 0.1.0 under a positional key (``00042-3f9a0c1b2d``) for
+    the same request, the n-th identical request the n-th such entry: such an entry keeps its key (and
+    its file), so nothing recorded there is paid for again.
+    """
+    by_key = {entry.key: entry for entry in recorded}
+    pairs: Pairs = [(request, by_key.pop(request.key, None)) for request in requests]
+    positional: dict[str, list[Entry]] = {}
+    for entry in by_key.values():
+        if _is_positional(entry):
+            positional.setdefault(content_digest(entry.request), []).append(entry)
+    if positional:
+        for index, (request, old) in enumerate(pairs):
+            if old is None and request.derived:
+                candidates = positional.get(content_digest(request.request))
+                if candidates:
+                    pairs[index] = (request, by_key.pop(candidates.pop(0).key))
+    return pairs, list(by_key.values())
+
+
 def merge(
     requests: list[Entry], recorded: list[Entry], now: float, retry_uncertain: bool = False
-) -> list[Entry]:
-    """The entries a (re)run works on: each request with what an earlier run recorded for its key.
+) -> tuple[list[Entry], list[Entry]]:
+    """The entries a (re)run works on (one per request, in request order) and the manifest's other
+    entries (kept untouched at the end).
 
     A recorded id is always reused: a task still running, timed out or not stored is polled again from
     a fresh deadline; a gateway failure stays final. Requests that never got an id are created again,
-    except uncertain creates (unless ``retry_uncertain``). Recorded keys not requested stay untouched
-    at the end. A key whose recorded request differs and was already paid for is refused.
+    except uncertain creates (unless ``retry_uncertain``). A key whose recorded request differs and was
+    already paid for is refused, and so is a key that differs only in case from another recorded one.
     """
-    by_key = {entry.key: entry for entry in recorded}
+    pairs, others = pair(requests, recorded)
+    folded = {entry.key.casefold(): entry.key for entry in others}
     merged: list[Entry] = []
-    for request in requests:
-        old = by_key.pop(request.key, None)
-        if old is None:
+    problems: list[str] = []
+    for request, old in pairs:
+        clash = folded.get(request.key.casefold())
+        if clash is not None:
+            problems.append(
+                f"Key {request.key!r} differs only in case from {clash!r}, which the manifest already "
+                "records; on a case-insensitive store both are one file. Rename it."
+            )
+        elif old is None:
             merged.append(request)
-            continue
-        if old.request != request.request:
+        elif old.request != request.request:
             if old.video_task_id is not None:
-                raise BatchInputError(
+                problems.append(
                     f"Key {request.key!r} was already created from another request (video task "
                     f"{old.video_task_id!r}, model {old.model!r}); reusing it would store the wrong "
                     "video. Give the new request another key, or remove its line from the manifest."
                 )
             merged.append(request)
-            continue
-        merged.append(_carried_over(old, now, retry_uncertain))
-    return merged + list(by_key.values())
+        else:
+            merged.append(_carried_over(old, now, retry_uncertain))
+    if problems:
+        raise BatchInputError(listed(problems, "request(s) clash with the manifest"))
+    return merged, others
 
 
 def _carried_over(entry: Entry, now: float, retry_uncertain: bool) -> Entry:
@@ -270,15 +371,12 @@ def write(fs: Any, path: str, entries: Iterable[Entry]) -> None:
     sees the previous manifest or this one.
     """
     data = dumps(entries)
-    if _protocol(fs) in _LOCAL_PROTOCOLS:
+    if is_local(fs):
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
         temporary = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            write_synced(temporary, data)
             os.replace(temporary, path)
         finally:
             if os.path.exists(temporary):
@@ -287,9 +385,13 @@ def write(fs: Any, path: str, entries: Iterable[Entry]) -> None:
     fs.pipe_file(path, data)
 
 
-def _protocol(fs: Any) -> str:
-    protocol = fs.protocol
-    return str(protocol[0] if isinstance(protocol, tuple | list) else protocol)
+def shared_ids(entries: Iterable[Entry]) -> dict[str, list[str]]:
+    """Video task ids recorded for more than one key, with those keys (in order)."""
+    keys: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry.video_task_id is not None:
+            keys.setdefault(entry.video_task_id, []).append(entry.key)
+    return {task_id: names for task_id, names in keys.items() if len(names) > 1}
 
 
 def counts(entries: Iterable[Entry]) -> dict[str, int]:

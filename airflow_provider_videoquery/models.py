@@ -198,6 +198,21 @@ def display_url(url: str | None) -> str | None:
     return f"{header}{_ELIDED_MARK}{size} bytes)"
 
 
+def shown_url(url: str) -> str:
+    """``url`` for a log line or an error message: no credentials — neither userinfo (``user:token@``)
+    nor the query string and fragment (signed URLs carry their signature there) — and an inline video
+    shown short. XCom keeps what a downstream task needs; messages show this."""
+    if is_inline(url):
+        return display_url(url) or ""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        end = rest.find("/") if "/" in rest else len(rest)
+        authority, path = rest[:end], rest[end:]
+        # the last "@" before the path ends the userinfo, even one holding a raw "?" or "#"
+        url = f"{scheme}://{authority.rpartition('@')[2]}{path}"
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
 def is_elided(url: str | None) -> bool:
     """Whether ``url`` is :func:`display_url`'s short form of an inline video (not the video itself)."""
     return is_inline(url) and url is not None and _ELIDED_MARK in url and url.endswith(" bytes)")
@@ -317,16 +332,20 @@ def _error_text(payload: Mapping[str, Any]) -> str:
 
 
 def _number(value: Any) -> float | None:
+    """A finite number from a number or its text (``"50%"``); None otherwise: NaN and infinity (which
+    Python's json reads, and ``float("inf")`` parses) are no numbers, and NaN is no JSON for events."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip().rstrip("%").strip())
-        except ValueError:
+    try:
+        if isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, str):
+            number = float(value.strip().rstrip("%").strip())
+        else:
             return None
-    return None
+    except (ValueError, OverflowError):  # "n/a"; an integer of 400 digits
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _progress(payload: Mapping[str, Any]) -> float | None:

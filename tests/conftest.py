@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.s3 import moto_server, s3_bucket  # noqa: F401 - fixtures: registered once, for the session
+from tests.s3 import moto_server, no_ambient_aws, s3_bucket  # noqa: F401 - fixtures: registered once
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

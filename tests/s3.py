@@ -9,6 +9,7 @@ the run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import uuid
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from tests.socket_guard import SocketGuard, guard_sockets
 
 REGION = "us-east-1"
 ACCESS_KEY = "testing-access-key"
@@ -74,6 +77,9 @@ def moto_server() -> Iterator[MotoS3]:
     from moto.server import ThreadedMotoServer
 
     port = _free_port()
+    # moto's werkzeug access log is the store's own (on AWS, S3's server access log): it names every
+    # URL asked for, presigned ones with their signature; it is not the worker's log, so keep it out.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -105,3 +111,17 @@ def s3_bucket(moto_server: MotoS3) -> str:
     name = f"videos-{uuid.uuid4().hex[:12]}"
     moto_server.client().create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture
+def no_ambient_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[SocketGuard]:
+    """No AWS credentials or endpoints from the environment, no instance metadata, nothing off-machine;
+    Airflow's cached stores forgotten before and after (a store without a connection is cached too)."""
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    _forget_airflow_stores()
+    yield guard_sockets(monkeypatch)
+    _forget_airflow_stores()

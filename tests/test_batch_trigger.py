@@ -155,3 +155,74 @@ def test_a_waiting_task_keeps_no_raw_answer() -> None:
     assert last is not None
     assert last.raw == {}
     assert last.progress == 40
+
+
+async def test_an_outage_at_the_start_of_a_wave_is_ridden_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing listens for the first second of the wave (a restarting gateway): every task still ends
+    succeeded, as a VideoTaskTrigger's wait would."""
+    import asyncio
+    import socket
+
+    from airflow_provider_videoquery.emulator import run_emulator
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_VIDEOQUERY_DEFAULT", connection_json(f"http://127.0.0.1:{port}", timeout=5)
+    )
+    ids = [f"sora-2:outage{n}" for n in range(3)]
+    waiting = asyncio.ensure_future(_only_event(_trigger(ids, fire_after=3)))
+    await asyncio.sleep(1.0)  # the first polls are refused
+    assert not waiting.done()
+    with run_emulator(api_key=API_KEY, port=port) as emulator:
+        for task_id in ids:
+            emulator.add_task(task_id, Scenario(polls_to_complete=1))
+        event = await asyncio.wait_for(waiting, 30)
+    assert {o["status"] for o in event["finished"].values()} == {"success"}
+    assert set(event["finished"]) == set(ids)
+
+
+def test_unreachable_timeout_is_checked_and_kept() -> None:
+    assert _trigger(["sora-2:a"]).unreachable_timeout == 180.0
+    _, kwargs = _trigger(["sora-2:a"], unreachable_timeout=30).serialize()
+    assert kwargs["unreachable_timeout"] == 30.0
+    with pytest.raises(ValueError, match="unreachable_timeout must be between 0 and 300"):
+        _trigger(["sora-2:a"], unreachable_timeout=900)
+
+
+async def test_never_fires_sooner_than_its_hold_after_it_started(emulator: Any) -> None:
+    """Airflow fails a task whose trigger fired seconds after it deferred ("state mismatch"): finished
+    tasks wait for the hold (and are still polled meanwhile), however soon they finished."""
+    ids = _add(emulator, 3, Scenario(polls_to_complete=1))
+    started = time.monotonic()
+
+    event = await _only_event(_trigger(ids, fire_after=1, min_hold=0.5))
+
+    assert time.monotonic() - started >= 0.5
+    assert set(event["finished"]) == set(ids)  # the others finished during the hold and came along
+
+
+async def test_an_error_event_waits_for_the_hold_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_VIDEOQUERY_DEFAULT", json.dumps({"conn_type": "videoquery", "host": ""}))
+    started = time.monotonic()
+    event = await _only_event(_trigger(["sora-2:x"], min_hold=0.3))
+    assert event["status"] == "error"
+    assert time.monotonic() - started >= 0.3
+
+
+async def test_a_short_wait_on_the_worker_gives_up_without_an_event(emulator: Any) -> None:
+    """What the batch runs on the worker before it would defer: the wave's event if it comes within the
+    time given, else None (and nothing left open)."""
+    slow = _add(emulator, 2, Scenario(polls_to_complete=10_000), "s")
+    assert await _trigger(slow).wait(give_up_after=0.3) is None
+    assert _shared_clients.users() == 0
+
+    quick = _add(emulator, 2, Scenario(polls_to_complete=1), "q")
+    event = await _trigger(quick, fire_after=2).wait(give_up_after=30)
+    assert event is not None
+    assert set(event["finished"]) == set(quick)
+
+
+def test_a_poll_interval_of_zero_does_not_spin() -> None:
+    assert _trigger(["sora-2:a"], poll_interval=0).poll_interval > 0

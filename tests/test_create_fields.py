@@ -38,11 +38,11 @@ INVALID = [
         "aspect_ratio '1:1' is not accepted by 'veo3.1-fast' (accepted: '16:9', '9:16')",
     ),
     (
-        {"model": "veo3-pro-frames", "prompt": "p", "images": ["a", "b", "c"]},
+        {"model": "veo3-pro-frames", "prompt": "p", "images": ["https://x/a", "https://x/b", "https://x/c"]},
         "'veo3-pro-frames' takes at most 2 images, got 3",
     ),
     (
-        {"model": "veo2-fast-components", "prompt": "p", "images": ["a", "b", "c", "d"]},
+        {"model": "veo2-fast-components", "prompt": "p", "images": [f"https://x/{n}" for n in range(4)]},
         "'veo2-fast-components' takes at most 3 images, got 4",
     ),
     ({"model": "veo3", "prompt": "p", "images": "https://x/a.png"}, "images must be a list of image URLs"),

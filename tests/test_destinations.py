@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +26,8 @@ from airflow_provider_videoquery.storage import (
     store_url,
 )
 from tests.airflow_helpers import make_context
-from tests.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3, _forget_airflow_stores
-from tests.socket_guard import SocketGuard, guard_sockets
+from tests.s3 import ACCESS_KEY, REGION, SECRET_KEY, MotoS3
+from tests.socket_guard import SocketGuard
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -175,20 +173,6 @@ def test_storing_into_a_path_blocked_by_a_file_is_a_clear_error(emulator: Emulat
 
 
 # -- S3 (moto) ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def no_ambient_aws(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[SocketGuard]:
-    """No AWS credentials or endpoints from the environment, no instance metadata, nothing off-machine;
-    Airflow's cached stores forgotten before and after (a store without a connection is cached too)."""
-    for name in [n for n in os.environ if n.startswith("AWS_")]:
-        monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    _forget_airflow_stores()
-    yield guard_sockets(monkeypatch)
-    _forget_airflow_stores()
 
 
 def test_an_s3_bucket_that_takes_uploads_passes_and_keeps_nothing(

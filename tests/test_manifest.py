@@ -3,6 +3,7 @@ and a manifest replaced whole (local files and an object store)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -78,15 +79,40 @@ def test_requests_keep_every_create_field_but_the_key() -> None:
     assert entry.status is Status.PENDING
 
 
-def test_derived_keys_are_stable_and_follow_position_and_content() -> None:
-    a, b = {"model": "m", "prompt": "a"}, {"model": "m", "prompt": "b"}
-    keys = [e.key for e in manifest.parse_requests(_items(a, b))]
-    assert keys == [e.key for e in manifest.parse_requests(_items(dict(a), dict(b)))]
-    assert keys[0].startswith("00000-")
-    assert keys[1].startswith("00001-")
-    # The same prompt at another position, or another prompt at the same position: another key.
-    assert manifest.parse_requests(_items(b, a))[1].key != keys[0]
-    assert manifest.parse_requests(_items({"model": "m", "prompt": "c"}))[0].key != keys[0]
+def test_derived_keys_follow_the_content_only() -> None:
+    """A list that gains a prompt at the top, loses one or is sorted keeps every other request's key."""
+    prompts = [{"model": "m", "prompt": p} for p in ("a", "b", "c", "d", "e")]
+    keys = {e.request["prompt"]: e.key for e in manifest.parse_requests(_items(*prompts))}
+
+    changed = [{"model": "m", "prompt": "new"}, *reversed(prompts[1:])]  # new first, "a" gone, reversed
+    again = {e.request["prompt"]: e.key for e in manifest.parse_requests(_items(*changed))}
+
+    assert {p: again[p] for p in "bcde"} == {p: keys[p] for p in "bcde"}
+    assert again["new"] not in keys.values()
+    # Key order inside a request does not matter; any other change of content does.
+    [same] = manifest.parse_requests(_items({"prompt": "a", "model": "m"}))
+    [other] = manifest.parse_requests(_items({"model": "m", "prompt": "a", "duration": 10}))
+    assert same.key == keys["a"]
+    assert other.key != keys["a"]
+
+
+def test_identical_requests_are_told_apart_by_their_occurrence() -> None:
+    twice = {"model": "m", "prompt": "same"}
+    first, second, other = manifest.parse_requests(_items(twice, dict(twice), {"model": "m", "prompt": "x"}))
+    assert second.key == f"{first.key}-2"
+    moved = manifest.parse_requests(_items({"model": "m", "prompt": "x"}, twice, dict(twice)))
+    assert [e.key for e in moved] == [other.key, first.key, second.key]
+
+
+def test_keys_that_differ_only_in_case_are_refused() -> None:
+    clip = {"key": "Clip", "model": "sora-2", "prompt": "a"}
+    with pytest.raises(BatchInputError, match=r"request #2: key 'clip' differs only in case from 'Clip'"):
+        manifest.parse_requests(_items(clip, {**clip, "key": "clip"}))
+
+
+def test_a_request_must_be_json() -> None:
+    with pytest.raises(BatchInputError, match=r"request #1: the request is not JSON"):
+        manifest.parse_requests(_items({"model": "m", "prompt": "p", "when": object()}))
 
 
 # -- merging --------------------------------------------------------------------------------------------
@@ -117,7 +143,7 @@ def test_a_rerun_reuses_every_recorded_id(
     status: Status, video_task_id: str | None, expected: Status, fresh_wait: bool
 ) -> None:
     recorded = _entry("k", status, video_task_id)
-    [merged] = manifest.merge([_entry("k", Status.PENDING)], [recorded], now=50.0)
+    [merged], _ = manifest.merge([_entry("k", Status.PENDING)], [recorded], now=50.0)
     assert merged.status is expected
     assert merged.video_task_id == video_task_id
     assert (merged.waiting_since == 50.0) is fresh_wait
@@ -127,7 +153,7 @@ def test_a_rerun_reuses_every_recorded_id(
 
 def test_uncertain_creates_are_sent_again_only_when_asked() -> None:
     recorded = [_entry("k", Status.UNCERTAIN)]
-    [merged] = manifest.merge([_entry("k", Status.PENDING)], recorded, now=1.0, retry_uncertain=True)
+    [merged], _ = manifest.merge([_entry("k", Status.PENDING)], recorded, now=1.0, retry_uncertain=True)
     assert merged.status is Status.PENDING
 
 
@@ -141,16 +167,69 @@ def test_a_changed_request_for_a_paid_key_is_refused() -> None:
 
 def test_a_changed_request_that_was_never_paid_replaces_the_old_one() -> None:
     recorded = [_entry("k", Status.FAILED, prompt="old")]
-    [merged] = manifest.merge([_entry("k", Status.PENDING, prompt="new")], recorded, now=1.0)
+    [merged], _ = manifest.merge([_entry("k", Status.PENDING, prompt="new")], recorded, now=1.0)
     assert merged.request["prompt"] == "new"
     assert merged.status is Status.PENDING
 
 
 def test_keys_not_requested_stay_at_the_end_untouched() -> None:
     other = _entry("other", Status.RUNNING, "t9")
-    merged = manifest.merge([_entry("k", Status.PENDING)], [other], now=99.0)
-    assert [e.key for e in merged] == ["k", "other"]
-    assert merged[1].waiting_since == 1.0
+    merged, others = manifest.merge([_entry("k", Status.PENDING)], [other], now=99.0)
+    assert [e.key for e in merged] == ["k"]
+    assert others == [other]
+    assert others[0].waiting_since == 1.0
+
+
+def test_a_request_with_a_tuple_continues_its_recorded_json_copy() -> None:
+    """The live request says ``("https://…",)``; its manifest line says ``[…]``: the same request."""
+    request = {"key": "k", "model": "veo3.1", "prompt": "p", "images": ("https://cdn.example/a.png",)}
+    [fresh] = manifest.parse_requests(_items(request))
+    recorded = fresh.request | {}
+    entry = Entry("k", recorded, "veo3.1:task_1", Status.RUNNING, waiting_since=1.0)
+    [line] = manifest.loads(manifest.dumps([entry]).decode(), "m")
+    [merged], _ = manifest.merge(manifest.parse_requests(_items(request)), [line], now=5.0)
+    assert merged.video_task_id == "veo3.1:task_1"
+    assert merged.request["images"] == ["https://cdn.example/a.png"]
+
+
+def test_a_key_that_differs_only_in_case_from_a_recorded_one_is_refused() -> None:
+    recorded = [_entry("clip", Status.SUCCEEDED, "t1")]
+    with pytest.raises(BatchInputError, match=r"Key 'Clip' differs only in case from 'clip'"):
+        manifest.merge([_entry("Clip", Status.PENDING)], recorded, now=1.0)
+
+
+def _positional(index: int, request: dict[str, Any]) -> str:
+    """The key 0.1.0 gave a request without one: its position and a digest of its content."""
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{index:05d}-{digest[:10]}"
+
+
+def test_a_manifest_with_0_1_0_positional_keys_is_honoured() -> None:
+    """Entries 0.1.0 recorded under position-based keys are found by their request: none is paid again,
+    each keeps its key (its file), identical requests in order; a new request first shifts nothing."""
+    old = [{"model": "m", "prompt": p} for p in ("a", "b", "same", "same")]
+    recorded = [
+        Entry(_positional(n, r), dict(r), f"m:task_{n}", Status.SUCCEEDED, waiting_since=1.0)
+        for n, r in enumerate(old)
+    ]
+    requests = manifest.parse_requests(_items({"model": "m", "prompt": "new"}, *old))
+
+    merged, others = manifest.merge(requests, recorded, now=2.0)
+
+    assert others == []
+    assert merged[0].video_task_id is None  # the new one is created
+    assert [(e.key, e.video_task_id) for e in merged[1:]] == [(r.key, r.video_task_id) for r in recorded]
+    # Resuming pairs them the same way.
+    pairs, _ = manifest.pair(requests, merged)
+    assert [old.key if old else None for _, old in pairs] == [merged[0].key] + [r.key for r in recorded[0:]]
+
+
+def test_a_positional_key_is_not_matched_to_a_request_with_its_own_key() -> None:
+    request = {"model": "m", "prompt": "a"}
+    recorded = [Entry(_positional(0, request), dict(request), "m:task_0", Status.SUCCEEDED)]
+    merged, others = manifest.merge(manifest.parse_requests(_items({**request, "key": "a"})), recorded, 1.0)
+    assert merged[0].video_task_id is None
+    assert others == recorded
 
 
 # -- reading and writing --------------------------------------------------------------------------------
@@ -159,6 +238,8 @@ def test_keys_not_requested_stay_at_the_end_untouched() -> None:
 def test_entries_round_trip_with_the_documented_fields() -> None:
     entry = _entry("k", Status.SUCCEEDED, "sora-2:task_1")
     entry.extra = {"note": "kept"}
+    assert "replace" not in json.loads(manifest.dumps([entry]))  # written only when set
+    entry.replace = True
     line = json.loads(manifest.dumps([entry]))
     assert {"key", "model", "video_task_id", "status", "uri", "bytes", "sha256", "error"} <= line.keys()
     assert line["model"] == "sora-2"

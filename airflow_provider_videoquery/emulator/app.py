@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import media
+from . import images, media
 from .limits import Limits, Refusal
 from .scenarios import API_ROUTES, Fault, Scenario, family_for_model
 from .shapes import View, created_response, render, render_newapi
@@ -356,6 +356,10 @@ async def _create(request: web.Request, route: str, default_model: str) -> web.S
     model = str(body.get("model") or default_model)
     if not model:
         return api_error(400, "model is required", "invalid_request")
+    received = await images.receive(request, route, body)  # fetched, decoded or read, like a gateway
+    if received.refusal is not None:
+        return api_error(400, received.refusal, "invalid_request")
+    scenario = received.scenario(scenario)
     if route == "vidu_create":
         family = scenario.family or "vidu"
         task_id = new_task_id("vidu", model)
@@ -372,7 +376,8 @@ async def _create(request: web.Request, route: str, default_model: str) -> web.S
     refused = state.admit_create(key)
     if refused is not None:
         return _limit_refusal(*refused)
-    task = state.add_task(task_id, scenario, model=model, family=family, body=body)
+    task = state.add_task(task_id, scenario, model=model, family=family, body=received.body)
+    task.images = received.images
     state.note_create(key, task.id)
     _TASK_ID.set(task.id)
     return web.json_response(created_response(task, route))

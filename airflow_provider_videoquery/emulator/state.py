@@ -36,6 +36,8 @@ class Task:
     successes: int = 0
     #: The kind of the last state served.
     last_kind: Kind | None = None
+    #: The images its create brought (emulator.images.ReceivedImage), as the emulator took them.
+    images: list[Any] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

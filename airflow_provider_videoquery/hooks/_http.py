@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Generator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -29,11 +29,16 @@ from airflow_provider_videoquery.exceptions import (
     VideoQueryUnreachableError,
     VideoTaskNotFoundError,
 )
+from airflow_provider_videoquery.models import shown_url
 from airflow_provider_videoquery.routes import Route as Route  # re-exported: its historic home
 from airflow_provider_videoquery.routes import spec
 
 USER_AGENT = "airflow-provider-videoquery"
 _BODY_PREVIEW = 200
+#: The largest answer read from the gateway, counted as it is decompressed: an inline video (new-api's
+#: ``data:video/mp4;base64,…``) of up to ~190 MB fits; a gzip bomb stops here instead of taking the
+#: worker's (or the triggerer's) memory. The connection's ``max_answer_bytes`` extra changes it.
+DEFAULT_MAX_ANSWER_BYTES = 256 * 1024 * 1024
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
 
@@ -59,6 +64,7 @@ class GatewayConfig(BaseModel):
     verify_download_ssl: bool = True
     proxy: str | None = Field(default=None, repr=False)  # may carry the proxy's credentials
     allowed_download_hosts: tuple[str, ...] = ()
+    max_answer_bytes: int = Field(default=DEFAULT_MAX_ANSWER_BYTES, gt=0)
 
     @field_validator("base_url")
     @classmethod
@@ -81,6 +87,11 @@ class GatewayConfig(BaseModel):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"the proxy must be an http(s) URL such as http://proxy:3128, got {value!r}")
         return value
+
+    @property
+    def shown_url(self) -> str:
+        """The base URL for messages: without credentials a user may have put into it."""
+        return shown_url(self.base_url)
 
     @property
     def client_key(self) -> ClientKey:
@@ -124,7 +135,15 @@ class GatewayConfig(BaseModel):
         # The UI may store form fields with Airflow's old prefixed names; accept both spellings.
         extra = {key.removeprefix("extra__videoquery__"): value for key, value in extra.items()}
         fields: dict[str, Any] = {"base_url": host or "", "api_key": password}
-        for key in ("route", "connect_timeout", "read_timeout", "verify_ssl", "verify_download_ssl", "proxy"):
+        for key in (
+            "route",
+            "connect_timeout",
+            "read_timeout",
+            "verify_ssl",
+            "verify_download_ssl",
+            "proxy",
+            "max_answer_bytes",
+        ):
             if extra.get(key) not in (None, ""):
                 fields[key] = extra[key]
         if extra.get("timeout") not in (None, ""):
@@ -214,9 +233,86 @@ class RetryPolicy(BaseModel):
         return jittered
 
 
-# One step of an exchange: a request to send, or seconds to sleep before the next try.
+class AnswerTooLargeError(httpx.DecodingError):
+    """The gateway's answer grew past ``max_answer_bytes`` while it was read (and decompressed)."""
+
+
+class AnswerBody:
+    """A gateway answer's body, collected block by block as it is decompressed, up to ``limit`` bytes:
+    nothing larger is ever held or decoded. The drivers feed it; :meth:`response` is the answer whole."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self._blocks: list[bytes] = []
+
+    def add(self, block: bytes) -> None:
+        self.size += len(block)
+        if self.size > self.limit:
+            raise AnswerTooLargeError(
+                f"the answer is larger than max_answer_bytes={self.limit} (decompressed); stopped reading "
+                "it. Raise the connection's max_answer_bytes extra if the gateway really sends such answers"
+            )
+        self._blocks.append(block)
+
+    def response(self, streamed: httpx.Response) -> httpx.Response:
+        """The answer with its body read (already decompressed: its ``Content-Encoding`` is dropped) and
+        the credentials the request carried masked in it (:func:`redact`)."""
+        headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() != "content-encoding"]
+        content, self._blocks = redact(b"".join(self._blocks), streamed.request), []
+        return httpx.Response(
+            streamed.status_code,
+            headers=headers,
+            content=content,
+            request=streamed.request,
+            extensions=streamed.extensions,
+        )
+
+
+#: Request headers whose values are credentials, besides ``Authorization`` (the connection's extra
+#: headers may hold one: ``X-Api-Key``, a cookie, …).
+_SECRET_HEADER_WORDS = ("key", "token", "secret", "auth", "cookie", "signature", "password")
+#: Shorter values are not masked: masking "abc" would garble every text that contains it.
+_SECRET_MIN_LENGTH = 8
+
+
+def redact(data: bytes, request: httpx.Request | None) -> bytes:
+    """``data`` from a server with every credential ``request`` sent it replaced by ``***``.
+
+    The one place gateway text is masked: every answer the hook reads (so nothing quoted from it —
+    error messages, body previews, a failure reason, an envelope's message — can carry an API key the
+    gateway echoes into a log, an exception, XCom or a manifest) and the download's quotes of the
+    gateway's own bodies.
+    """
+    if request is None:
+        return data
+    for secret in _credentials_sent(request):
+        data = data.replace(secret, b"***")
+    return data
+
+
+def _credentials_sent(request: httpx.Request) -> list[bytes]:
+    found: list[bytes] = []
+    for name, value in request.headers.raw:
+        lowered = name.decode("latin-1").lower()
+        if lowered == "authorization":
+            scheme, _, credential = value.partition(b" ")
+            found.append(credential.strip() or scheme)
+        elif any(word in lowered for word in _SECRET_HEADER_WORDS):
+            found.append(value.strip())
+    if request.url.password:
+        found.append(request.url.password.encode())
+    return [secret for secret in found if len(secret) >= _SECRET_MIN_LENGTH]
+
+
+#: ``request.extensions`` key: epoch seconds by which the answer must be complete (the sync driver shuts
+#: the connection down then, see ``hooks/_deadline.py``); set by :func:`exchange` from its budget.
+ANSWER_BY = "videoquery.answer_by"
+
+# One step of an exchange: a request to send, or seconds to sleep before the next try. The driver
+# passes back the answer (body read) or whatever failed while sending it or reading its answer.
 Action = httpx.Request | float
-Outcome = httpx.Response | httpx.TransportError | None
+Outcome = httpx.Response | Exception | None
 
 
 def exchange(
@@ -227,18 +323,29 @@ def exchange(
     *,
     deadline: float | None = None,
     check_status: bool = True,
+    answer_budget: float | None = None,
 ) -> Generator[Action, Outcome, httpx.Response]:
     """Send ``request`` until it gets a usable answer; return it or raise a typed error.
 
-    The caller sends each yielded request and passes back the response (body read) or the transport
-    error, and sleeps for each yielded float. ``what`` names the operation in every message. A request
-    that is not ``idempotent`` is retried only when the gateway surely did not act on it. No sleep runs
-    past ``deadline`` (epoch seconds): the retries end there instead. ``check_status=False`` returns
-    any answer that is not retried (4xx, 3xx) instead of raising for it.
+    The caller sends each yielded request and passes back the response (body read) or any exception
+    raised while sending it or reading its answer, and sleeps for each yielded float. ``what`` names the
+    operation in every message. A request that is not ``idempotent`` is retried only when the gateway
+    surely did not act on it: any other failure after it may have been sent (a timeout, a reset, an
+    answer that cannot be decoded, …) is an uncertain create. No sleep runs past ``deadline`` (epoch
+    seconds): the retries end there instead. ``check_status=False`` returns any answer that is not
+    retried (4xx, 3xx) instead of raising for it. ``answer_budget``: seconds all answers together may
+    take (the sleeps between tries do not count); each request is stamped with the time its answer
+    must be complete by (``ANSWER_BY``), and no try starts once the budget is spent.
     """
-    attempt, ever_answered = 0, False
+    attempt, ever_answered, answering = 0, False, 0.0
     while True:
+        sent = time.time()
+        if answer_budget is not None:
+            request.extensions[ANSWER_BY] = sent + answer_budget - answering
         outcome = yield request
+        answering += time.time() - sent
+        if isinstance(outcome, Exception) and not isinstance(outcome, httpx.TransportError):
+            _unreadable(request, what, idempotent, outcome)
         if isinstance(outcome, httpx.TransportError) and certificate_refused(outcome):
             raise VideoQueryRequestError(certificate_message(f"{what}: the gateway's", outcome))
         ever_answered = ever_answered or isinstance(outcome, httpx.Response)
@@ -252,15 +359,21 @@ def exchange(
         wait = policy.delay(
             attempt - 1, retry_after(outcome) if isinstance(outcome, httpx.Response) else None
         )
-        if attempt >= policy.max_attempts or (deadline is not None and time.time() + wait > deadline):
+        spent = answer_budget is not None and answering >= answer_budget
+        if (
+            attempt >= policy.max_attempts
+            or spent
+            or (deadline is not None and time.time() + wait > deadline)
+        ):
             if not ever_answered and isinstance(outcome, httpx.TransportError) and unreachable(outcome):
                 raise VideoQueryUnreachableError(unreachable_message(what, request.url, outcome))
             tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
-            why = (
-                ""
-                if attempt >= policy.max_attempts
-                else f" (the next try, in {wait:.0f}s, would pass the deadline)"
-            )
+            if attempt >= policy.max_attempts:
+                why = ""
+            elif spent:
+                why = f" (its answers took the {answer_budget:g}s the connection's timeout allows a call)"
+            else:
+                why = f" (the next try, in {wait:.0f}s, would pass the deadline)"
             raise VideoQueryTransientError(
                 f"{what} still failed after {tries}{why}: {problem}. The gateway looks unwell; "
                 "try again later or raise the retries."
@@ -270,16 +383,19 @@ def exchange(
 
 def uncertain_create(request: httpx.Request, what: str, problem: str) -> VideoCreateUncertainError:
     """The error for a create the gateway may have taken without telling its id: what to check there."""
-    try:
-        body = json.loads(request.content)
-    except ValueError:
-        body = {}
-    prompt = str(body.get("prompt") or "") if isinstance(body, dict) else ""
+    return uncertain_error(what, problem, _prompt_of(request), "just before", datetime.now(UTC))
+
+
+def uncertain_error(
+    what: str, problem: str, prompt: str, relation: str, when: datetime
+) -> VideoCreateUncertainError:
+    """:func:`uncertain_create`'s error from its parts: ``relation`` ("just before", "at about") ties
+    the gateway's task to ``when``."""
     prompt = prompt[:80] + ("…" if len(prompt) > 80 else "")
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    stamp = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     check = (
-        f"Check the gateway's task list or usage log for a task created just before {now} with the prompt "
-        f"{prompt!r}: if it is there, pass its id as video_task_id to VideoDownloadOperator or "
+        f"Check the gateway's task list or usage log for a task created {relation} {stamp} with the "
+        f"prompt {prompt!r}: if it is there, pass its id as video_task_id to VideoDownloadOperator or "
         "VideoTaskSensor; if not, clear this task to create it again."
     )
     message = (
@@ -288,6 +404,29 @@ def uncertain_create(request: httpx.Request, what: str, problem: str) -> VideoCr
         "creates instead, at the risk of paying twice.)"
     )
     return VideoCreateUncertainError(message, what=what, problem=problem, check=check)
+
+
+def _prompt_of(request: httpx.Request) -> str:
+    """The prompt a create sent: from its JSON body, or from a multipart body's form fields."""
+    try:
+        body = json.loads(request.content)
+    except ValueError:
+        body = {}
+    except httpx.RequestNotRead:  # multipart, streamed: its plain fields are still at hand
+        fields = getattr(request.stream, "fields", ())
+        body = {f.name: f.value for f in fields if isinstance(getattr(f, "value", None), str)}
+    return str(body.get("prompt") or "") if isinstance(body, dict) else ""
+
+
+def _unreadable(request: httpx.Request, what: str, idempotent: bool, err: Exception) -> NoReturn:
+    """Raise for an answer that could not be read (not a transport failure: a body that does not match
+    its ``Content-Encoding``, one too large, …). Never retried: after a POST it is uncertain."""
+    problem = f"its answer could not be read ({describe(err)})"
+    if not idempotent:
+        raise uncertain_create(request, what, problem) from err
+    if isinstance(err, httpx.HTTPError):
+        raise VideoQueryResponseError(f"{what}: the gateway answered, but {problem}.") from err
+    raise err
 
 
 def _transient_problem(outcome: Outcome) -> str | None:
@@ -304,8 +443,8 @@ def _surely_not_processed(outcome: Outcome) -> bool:
     return isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
-def describe(err: httpx.TransportError) -> str:
-    """A transport error for messages: its type, and its text when it has one."""
+def describe(err: BaseException) -> str:
+    """An error for messages: its type, and its text when it has one."""
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
@@ -317,7 +456,7 @@ def unreachable(err: httpx.TransportError) -> bool:
 
 def unreachable_message(what: str, url: httpx.URL, err: httpx.TransportError) -> str:
     """What to fix when nothing answers at ``url`` (shown without its query string)."""
-    tried = str(url.copy_with(query=None, fragment=None))
+    tried = shown_url(str(url))
     return (
         f"{what}: nothing answered at {tried} ({describe(err)}). Check the connection's base URL: "
         "the scheme (http or https), host and port. If this machine reaches the gateway through a "

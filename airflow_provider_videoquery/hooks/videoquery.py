@@ -17,21 +17,28 @@ from airflow.providers.common.compat.sdk import BaseHook
 from httpx_aiohttp import AiohttpTransport
 
 from airflow_provider_videoquery.exceptions import (
+    VideoCreateUncertainError,
     VideoQueryAuthError,
+    VideoQueryError,
     VideoQueryResponseError,
 )
+from airflow_provider_videoquery.hooks._deadline import SocketDeadline
 from airflow_provider_videoquery.hooks._http import (
+    ANSWER_BY,
     Action,
+    AnswerBody,
     ClientKey,
     GatewayConfig,
     Outcome,
     RetryPolicy,
     Route,
+    describe,
     exchange,
     json_body,
     uncertain_create,
 )
 from airflow_provider_videoquery.hooks._probe import PROBE_TASK_ID, verdict
+from airflow_provider_videoquery.images.multipart import encode
 from airflow_provider_videoquery.models import VideoTask, elide_inline, parse_task
 from airflow_provider_videoquery.routes import EnvelopeError, RouteSpec, spec
 
@@ -100,7 +107,10 @@ class VideoQueryHook(BaseHook):
     @cached_property
     def _sync_client(self) -> httpx.Client:
         verify, proxy = self.config.client_key
-        transport = httpx.HTTPTransport(verify=verify, proxy=proxy)
+        # No keep-alive: an answer's deadline watches the socket of each new connection (a reused one
+        # would go unwatched); the sync path makes few calls.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        transport = httpx.HTTPTransport(verify=verify, proxy=proxy, limits=limits)
         return httpx.Client(transport=transport, timeout=self.config.timeout)
 
     def close(self) -> None:
@@ -142,9 +152,11 @@ class VideoQueryHook(BaseHook):
     ) -> VideoTask:
         """Query a task once (transient failures are retried) and normalize the answer.
 
-        ``deadline`` (epoch seconds): no backoff or ``Retry-After`` sleep runs past it.
+        Its answers, retries included, get the connection's timeout in total: a server that trickles
+        its answer cannot hold the call. ``deadline`` (epoch seconds): no backoff or ``Retry-After``
+        sleep runs past it.
         """
-        return self._call_sync(lambda: self._query(video_task_id, route, deadline))
+        return self._call_sync(lambda: self._query(video_task_id, route, deadline, self._answer_budget()))
 
     async def aget_task(
         self, video_task_id: str, route: str | Route | None = None, *, deadline: float | None = None
@@ -156,19 +168,22 @@ class VideoQueryHook(BaseHook):
         self, model: str, prompt: str, route: str | Route | None = None, **fields: Any
     ) -> VideoTask:
         """Submit a new video task (the route's create, e.g. ``POST /v1/video/create``); extra fields pass
-        through unchanged.
+        through unchanged (a :class:`~airflow_provider_videoquery.images.multipart.FilePart` value sends
+        the body as ``multipart/form-data``, the file streamed).
 
         A create is not idempotent, so it is retried only when the gateway surely did not take it
-        (429/503, a refused key, or no connection was made).
+        (429/503, a refused key, or no connection was made). Its answers get the connection's timeout
+        in total, as a query's.
         """
-        return self._call_sync(lambda: self._create({"model": model, "prompt": prompt, **fields}, route))
+        body = {"model": model, "prompt": prompt, **fields}
+        return self._call_sync(lambda: self._create(body, route, self._answer_budget()))
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: query a made-up task; only the gateway's own JSON "unknown task" answer
         proves the key (a website, a bare 404 or a login redirect fails, saying what was reached)."""
         probe = VideoQueryHook(self.videoquery_conn_id, self.route, RetryPolicy(max_attempts=2))
         try:
-            return probe._run_sync(probe._probe())
+            return probe._call_sync(lambda: probe._probe(probe._answer_budget()))
         except Exception as err:
             return False, str(err)
         finally:
@@ -179,13 +194,23 @@ class VideoQueryHook(BaseHook):
     def _resolve_route(self, route: str | Route | None) -> Route:
         return Route(route) if route else (self.route or self.config.route)
 
+    def _answer_budget(self) -> float:
+        """Seconds the answers of one worker-side call may take in total: the connection's timeout."""
+        return self.config.read_timeout
+
     def _query(
-        self, video_task_id: str, route: str | Route | None, deadline: float | None = None
+        self,
+        video_task_id: str,
+        route: str | Route | None,
+        deadline: float | None = None,
+        budget: float | None = None,
     ) -> Generator[Action, Outcome, VideoTask]:
         config, resolved = self.config, self._resolve_route(route)
-        what = f"Querying video task {video_task_id!r} at {config.base_url} ({resolved.value} route)"
+        what = f"Querying video task {video_task_id!r} at {config.shown_url} ({resolved.value} route)"
         request = _get(config, config.query_url(video_task_id, resolved))
-        response = yield from exchange(request, self.retry_policy, what, deadline=deadline)
+        response = yield from exchange(
+            request, self.retry_policy, what, deadline=deadline, answer_budget=budget
+        )
         route_spec = spec(resolved)
         return parse_task(
             _unwrap(route_spec, json_body(response, what), what),
@@ -194,36 +219,38 @@ class VideoQueryHook(BaseHook):
             route_spec.statuses,
         )
 
-    def _probe(self) -> Generator[Action, Outcome, tuple[bool, str]]:
+    def _probe(self, budget: float | None = None) -> Generator[Action, Outcome, tuple[bool, str]]:
         config, resolved = self.config, self._resolve_route(None)
-        what = f"Testing the connection {self.videoquery_conn_id!r} at {config.base_url}"
+        what = f"Testing the connection {self.videoquery_conn_id!r} at {config.shown_url}"
         request = _get(config, config.query_url(PROBE_TASK_ID, resolved))
-        response = yield from exchange(request, self.retry_policy, what, check_status=False)
-        return verdict(response, config.base_url, resolved.value)
+        response = yield from exchange(
+            request, self.retry_policy, what, check_status=False, answer_budget=budget
+        )
+        return verdict(response, config.shown_url, resolved.value)
 
     def _create(
-        self, body: dict[str, Any], route: str | Route | None
+        self, body: dict[str, Any], route: str | Route | None, budget: float | None = None
     ) -> Generator[Action, Outcome, VideoTask]:
         config, resolved = self.config, self._resolve_route(route)
-        what = f"Creating a {body.get('model')!r} video task at {config.base_url}"
-        request = httpx.Request(
-            "POST",
-            config.create_url(resolved),
-            headers=config.auth_headers(),
-            json=body,
-            extensions={"timeout": config.timeout.as_dict()},
-        )
-        response = yield from exchange(request, self.retry_policy, what, idempotent=False)
-        route_spec = spec(resolved)
+        what = f"Creating a {body.get('model')!r} video task at {config.shown_url}"
+        with encode(body) as encoded:  # JSON, or multipart when an image goes as a file
+            request = httpx.Request(
+                "POST",
+                config.create_url(resolved),
+                headers=encoded.headers(config.auth_headers()),
+                extensions={"timeout": config.timeout.as_dict()},
+                **encoded.content,
+            )
+            response = yield from exchange(
+                request, self.retry_policy, what, idempotent=False, answer_budget=budget
+            )
         try:
-            answer = json_body(response, what)
-            created = _unwrap(route_spec, answer, what)
-        except VideoQueryResponseError as err:  # a 200 the gateway may have acted on
-            raise uncertain_create(request, what, str(err).removeprefix(f"{what}: ")) from None
-        new_id = route_spec.new_id(created) if created is not None else None
-        if new_id is None:
-            raise uncertain_create(request, what, f"the answer names no task id: {elide_inline(answer)!r}")
-        task = parse_task(created, new_id, statuses=route_spec.statuses)
+            task = _created(spec(resolved), response, what)
+        except VideoCreateUncertainError:
+            raise
+        except Exception as err:  # anything while reading a 200 the gateway may have acted on
+            said = str(err).removeprefix(f"{what}: ") if isinstance(err, VideoQueryError) else describe(err)
+            raise uncertain_create(request, what, said) from err
         self.log.info("Created %s", task.summary())
         return task
 
@@ -272,10 +299,7 @@ class VideoQueryHook(BaseHook):
                     time.sleep(action)
                     outcome = None
                     continue
-                try:
-                    outcome = client.send(action)
-                except httpx.TransportError as err:
-                    outcome = err
+                outcome = self._send_sync(client, action)
         except StopIteration as done:
             result: T = done.value
             return result
@@ -290,13 +314,54 @@ class VideoQueryHook(BaseHook):
                     await asyncio.sleep(action)
                     outcome = None
                     continue
-                try:
-                    outcome = await client.send(action)
-                except httpx.TransportError as err:
-                    outcome = _honest(err)
+                outcome = await self._send_async(client, action)
         except StopIteration as done:
             result: T = done.value
             return result
+
+    # Sending: the answer with its body read under the cap, or whatever failed; the plan decides what
+    # that means (transient, unreadable, uncertain).
+
+    def _send_sync(self, client: httpx.Client, request: httpx.Request) -> Outcome:
+        """The answer is read whole before ``ANSWER_BY`` (the plan's stamp, epoch seconds) or its
+        connection is shut down: read timeouts bound each read, not a trickled answer."""
+        body = AnswerBody(self.config.max_answer_bytes)
+        why = "the connection's timeout, for all answers of the call together"
+        with SocketDeadline(request.extensions.get(ANSWER_BY), why) as deadline:
+            request.extensions.update(deadline.extensions())
+            try:
+                response = client.send(request, stream=True)
+                try:
+                    for block in response.iter_bytes():
+                        body.add(block)
+                finally:
+                    response.close()
+            except Exception as err:
+                return deadline.error() if deadline.expired else err
+        return body.response(response)
+
+    async def _send_async(self, client: httpx.AsyncClient, request: httpx.Request) -> Outcome:
+        body = AnswerBody(self.config.max_answer_bytes)
+        try:
+            response = await client.send(request, stream=True)
+            try:
+                async for block in response.aiter_bytes():
+                    body.add(block)
+            finally:
+                await response.aclose()
+        except Exception as err:
+            return _honest(err) if isinstance(err, httpx.TransportError) else err
+        return body.response(response)
+
+
+def _created(route: RouteSpec, response: httpx.Response, what: str) -> VideoTask:
+    """The new task in a create's answer; raises when the answer names none."""
+    answer = json_body(response, what)
+    created = _unwrap(route, answer, what)
+    new_id = route.new_id(created) if created is not None else None
+    if new_id is None:
+        raise VideoQueryResponseError(f"the answer names no task id: {elide_inline(answer)!r}")
+    return parse_task(created, new_id, statuses=route.statuses)
 
 
 def _unwrap(route: RouteSpec, answer: dict[str, Any], what: str) -> Mapping[str, Any] | None:

@@ -8,19 +8,22 @@ anything else happens, so a retry, a cleared task or a new run over the same man
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
 import httpx
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, Context
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, Context, TaskDeferred
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_videoquery import manifest
+from airflow_provider_videoquery import lease, manifest
 from airflow_provider_videoquery.events import EventStatus
 from airflow_provider_videoquery.exceptions import (
     VideoCreateUncertainError,
@@ -34,6 +37,8 @@ from airflow_provider_videoquery.exceptions import (
 )
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
+from airflow_provider_videoquery.images.inputs import ImageInputs
+from airflow_provider_videoquery.images.refs import plain
 from airflow_provider_videoquery.manifest import BatchInputError, Entry, Status
 from airflow_provider_videoquery.models import TaskStatus, VideoTask
 from airflow_provider_videoquery.storage import (
@@ -49,7 +54,11 @@ from airflow_provider_videoquery.storage import (
 )
 from airflow_provider_videoquery.storage.paths import destination_uri
 from airflow_provider_videoquery.triggers.batch import VideoBatchTrigger
-from airflow_provider_videoquery.waiting import refreshed
+from airflow_provider_videoquery.waiting import (
+    DEFAULT_UNREACHABLE_TIMEOUT,
+    refreshed,
+    unreachable_timeout_checked,
+)
 
 __all__ = ["VideoBatchOperator"]
 
@@ -70,6 +79,20 @@ _CREATE_RETRY = RetryPolicy(max_attempts=3)
 #: this often, so a worker killed mid-wave loses at most this much progress, and 1,000 videos cost few
 #: rewrites.
 _SAVE_STORED_EVERY = 2.0
+#: After a wave the worker waits for the next one itself, with the trigger's own code, for up to this
+#: long: a wave that needs the worker again within seconds never defers. A deferred trigger fires no
+#: sooner than ``_SAFE_HOLD`` after it started, well after its task's defer-exit has been processed:
+#: Airflow's scheduler fails a task resumed before that ("state mismatch", apache/airflow#72716,
+#: #71580; not fixed in 3.3.2). See docs/deployment.md.
+_STAY_ON_WORKER = 30.0
+_SAFE_HOLD = 60.0
+#: The manifest's lease while the worker works on it, renewed every :data:`_LEASE_BEAT` seconds: a
+#: killed worker's lease frees the manifest for other runs this long after (its own retry takes it at
+#: once) …
+_LEASE_TTL = 600.0
+_LEASE_BEAT = 60.0
+#: … and across a deferral: until the deferral's timeout plus this much for the resume to start.
+_LEASE_AFTER_DEFERRAL = 900.0
 
 
 class VideoBatchOperator(BaseOperator):
@@ -92,6 +115,10 @@ class VideoBatchOperator(BaseOperator):
     :param manifest: the manifest's URI; default ``<destination>/manifest.jsonl`` (templated).
     :param destination_conn_id: the storage connection of destination and manifest.
     :param requests_conn_id: the storage connection of a JSONL ``requests`` URI.
+    :param inputs_conn_id: the storage connection of images the requests name by storage URI or path
+        (docs/create.md, "Images"); every request's images are checked before the first create, and
+        each is presigned, inlined or uploaded right before its own create. None: the store's default
+        credentials, never anonymous.
     :param videoquery_conn_id: the ``videoquery`` connection.
     :param route: ``unified``, ``vidu-native`` or ``openai``; default: the connection's route.
     :param max_active: tasks live at the gateway at once.
@@ -106,6 +133,11 @@ class VideoBatchOperator(BaseOperator):
     :param overwrite: replace a different existing object at a video's path.
     :param max_bytes: refuse videos larger than this.
     :param progress_interval: seconds between progress lines while waiting.
+    :param wait_for_manifest: seconds to wait for another run that holds the manifest's lease before
+        failing (0: fail at once, naming that run); see docs/batch.md, "One run at a time".
+    :param unreachable_timeout: seconds the trigger keeps polling an address where nothing answers
+        (refused, unknown host) before a task that has not been answered once in the wave ends
+        (3 minutes by default, at most 5), as for ``VideoTaskSensor``.
     """
 
     template_fields: Sequence[str] = ("requests", "destination", "manifest")
@@ -120,6 +152,7 @@ class VideoBatchOperator(BaseOperator):
         manifest: str | None = None,
         destination_conn_id: str | None = None,
         requests_conn_id: str | None = None,
+        inputs_conn_id: str | None = None,
         videoquery_conn_id: str = VideoQueryHook.default_conn_name,
         route: str | None = None,
         max_active: int = 20,
@@ -134,6 +167,8 @@ class VideoBatchOperator(BaseOperator):
         overwrite: bool = False,
         max_bytes: int = DEFAULT_MAX_BYTES,
         progress_interval: float = 60.0,
+        unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
+        wait_for_manifest: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -142,6 +177,7 @@ class VideoBatchOperator(BaseOperator):
         self.manifest = manifest
         self.destination_conn_id = destination_conn_id
         self.requests_conn_id = requests_conn_id
+        self.inputs_conn_id = inputs_conn_id
         self.videoquery_conn_id = videoquery_conn_id
         self.route = route
         self.max_active = max(1, int(max_active))
@@ -156,10 +192,19 @@ class VideoBatchOperator(BaseOperator):
         self.overwrite = overwrite
         self.max_bytes = int(max_bytes)
         self.progress_interval = float(progress_interval)
+        self.unreachable_timeout = unreachable_timeout_checked(unreachable_timeout)
+        self.wait_for_manifest = max(0.0, float(wait_for_manifest))
+        self._lease: lease.Lease | None = None
+        self._deferred_until: float | None = None
 
     @cached_property
     def hook(self) -> VideoQueryHook:
         return VideoQueryHook(self.videoquery_conn_id, route=self.route, retry_policy=_CREATE_RETRY)
+
+    @cached_property
+    def inputs(self) -> ImageInputs:
+        """The requests' images: checked up front, resolved (presigned…) at each create."""
+        return ImageInputs(str(self.route or self.hook.config.route), self.inputs_conn_id)
 
     @cached_property
     def folder(self) -> ObjectStoragePath:
@@ -177,58 +222,142 @@ class VideoBatchOperator(BaseOperator):
 
     def execute(self, context: Context) -> str:
         """A fresh start (first try, retry, rerun): merge with the manifest, verify, then the first wave."""
-        # Before anything is paid for: the destination can take the videos, the requests are usable.
-        check_destination(object_uri(self.folder), self.destination_conn_id)
-        entries, others = self._load(fresh=True)
-        try:
+        # Before anything is paid for: the requests are usable, the destination can take the videos.
+        requests = self._requests()
+        self._check_folders()
+        with self._leased(context):  # before the manifest is read: one run at a time works on it
+            entries, others = self._load(requests, fresh=True)
+            self._warn_shared(entries)
+            self._check_requests(entries)
             self._verify_stored(entries)
             self._save(entries, others)
             return self._wave(context, entries, others, {})
-        finally:
-            self.hook.close()
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger: record what finished, store it, create more, defer or finish."""
-        entries, others = self._load(fresh=False)
+        requests = self._requests()
+        with self._leased(context, resuming=True):
+            entries, others = self._load(requests, fresh=False)
+            return self._wave(context, entries, others, self._outcomes(event))
+
+    def on_kill(self) -> None:
+        """Killed (marked failed, cleared): let the next run have the manifest at once."""
+        if self._lease is not None:
+            self._lease.release()
+
+    # -- the manifest's lease ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _leased(self, context: Context, resuming: bool = False) -> Iterator[lease.Lease]:
+        """Hold the manifest's lease while the block runs (renewed in the background); across a
+        deferral until the trigger's timeout plus :data:`_LEASE_AFTER_DEFERRAL`; released otherwise.
+        ``resuming``: after a deferral, when this try held it already."""
+        fs, path = self.manifest_path.fs, self.manifest_path.path
+        if not lease.atomic_create_supported(fs):
+            self.log.warning(
+                "The manifest's store (%s) cannot create a file only if it is absent in one step: two "
+                "runs starting at the same instant could both take its lease. Keep one run at a time.",
+                self.manifest_path.protocol,
+            )
         try:
-            if not isinstance(event, dict) or event.get("status") not in ("wave", EventStatus.ERROR.value):
+            held = lease.acquire(fs, path, _owner(context, self), _LEASE_TTL, wait=self.wait_for_manifest)
+        except lease.LeaseHeldError as err:
+            holder = err.holder.describe() if err.holder else "another run"
+            if resuming:
                 raise VideoQueryError(
-                    f"The batch's trigger fired an unexpected event {event!r}; this is a bug."
-                )
-            if event["status"] == EventStatus.ERROR.value:
-                raise VideoQueryError(f"{event.get('message')} The manifest keeps every id: retry the task.")
-            return self._wave(context, entries, others, dict(event.get("finished") or {}))
+                    f"Batch {self.task_id!r}: while this task was deferred, its lease on the manifest "
+                    f"{self._manifest_uri} expired and {holder} took it; this try stops without creating "
+                    "or writing anything more. Every id it paid for is in the manifest, which that run "
+                    "now works on: retry this task once it is done."
+                ) from None
+            raise VideoQueryError(
+                f"Batch {self.task_id!r}: the manifest {self._manifest_uri} is in use by "
+                f"{holder}; this run created nothing. "
+                "Two batches over one manifest would pay twice: retry this task once that run is done "
+                "(or set wait_for_manifest). If that run is gone for good, its lease expires at the time "
+                f"above, or delete {object_uri(self.manifest_path)}.lease/ to free it now."
+            ) from None
+        self._lease, self._deferred_until = held, None
+        try:
+            with held.kept_alive(_LEASE_TTL, _LEASE_BEAT):
+                yield held
+        except TaskDeferred:
+            assert self._deferred_until is not None
+            self._keep(lambda: held.hold_until(self._deferred_until or 0.0))
+            raise
+        except BaseException:
+            held.release()
+            raise
+        else:
+            held.release()
         finally:
+            self._lease = None
             self.hook.close()
+
+    def _keep(self, step: Callable[[], None]) -> None:
+        """Run a step that needs the lease; a lost lease ends the try with what happened."""
+        try:
+            step()
+        except lease.LeaseLostError as err:
+            raise VideoQueryError(
+                f"Batch {self.task_id!r}: {err} This try stopped without creating or writing anything "
+                f"more; every id so far is in the manifest {self._manifest_uri}, which that run now works on."
+            ) from None
+
+    def _check_lease(self) -> None:
+        if self._lease is not None:
+            self._keep(self._lease.check)
+
+    def _check_folders(self) -> None:
+        """The destination (a folder: given with its '/', so a file in its place is refused) and the
+        manifest's folder can be written."""
+        folders = {object_uri(self.folder).rstrip("/") + "/", object_uri(self.manifest_path.parent) + "/"}
+        for folder in sorted(folders):
+            check_destination(folder, self.destination_conn_id)
 
     # -- the manifest --------------------------------------------------------------------------------
 
-    def _load(self, fresh: bool) -> tuple[list[Entry], list[Entry]]:
-        """This batch's entries (in request order) and the manifest's other keys (kept untouched)."""
+    def _requests(self) -> list[Entry]:
+        """The requests, validated and keyed (all problems at once)."""
         try:
-            requests = manifest.parse_requests(self._request_items())
-            recorded = manifest.read(self.manifest_path.fs, self.manifest_path.path, self._manifest_uri)
-            # Resuming, the manifest is exactly what this task wrote before it deferred.
-            merged = (
-                manifest.merge(requests, recorded, time.time(), self.retry_uncertain_creates)
-                if fresh
-                else recorded
-            )
+            return manifest.parse_requests(self._request_items())
         except BatchInputError as err:
             raise AirflowFailException(f"Batch {self.task_id!r}: {err} Nothing was created.") from None
-        keys = {entry.key for entry in requests}
-        if not fresh:
-            by_key = {entry.key: entry for entry in merged}
-            missing = keys - by_key.keys()
-            if missing:
-                raise VideoQueryError(
-                    f"The manifest {self._manifest_uri} lost key(s) {sorted(missing)[:5]} while the batch "
-                    "was waiting; was it replaced by another run? Clear the task to start over from it."
-                )
-        ours = [entry for entry in merged if entry.key in keys]
-        order = {entry.key: index for index, entry in enumerate(requests)}
-        ours.sort(key=lambda entry: order[entry.key])
-        return ours, [entry for entry in merged if entry.key not in keys]
+
+    def _load(self, requests: list[Entry], fresh: bool) -> tuple[list[Entry], list[Entry]]:
+        """This batch's entries (in request order) and the manifest's other keys (kept untouched)."""
+        try:
+            recorded = manifest.read(self.manifest_path.fs, self.manifest_path.path, self._manifest_uri)
+            if fresh:
+                return manifest.merge(requests, recorded, time.time(), self.retry_uncertain_creates)
+        except BatchInputError as err:
+            raise AirflowFailException(f"Batch {self.task_id!r}: {err} Nothing was created.") from None
+        # Resuming, the manifest is exactly what this task wrote before it deferred.
+        pairs, others = manifest.pair(requests, recorded)
+        missing = [request.key for request, old in pairs if old is None]
+        if missing:
+            raise VideoQueryError(
+                f"The manifest {self._manifest_uri} lost key(s) {missing[:5]} while the batch "
+                "was waiting; was it replaced by another run? Clear the task to start over from it."
+            )
+        return [old for _, old in pairs if old is not None], others
+
+    def _check_requests(self, entries: list[Entry]) -> None:
+        """Refuse, before anything is created, every request still to be sent that its model family or
+        its route would not accept, images included (all of them at once): the one check
+        ``VideoCreateOperator`` runs too (``create_fields.check_create_request``, through the images)."""
+        todo = [
+            (f"Request {entry.key!r}", entry.request)
+            for entry in entries
+            if entry.video_task_id is None and entry.status is Status.PENDING  # to be sent
+        ]
+        if not todo:
+            return
+        unchecked: dict[str, str] = {}
+        for warning in self.inputs.check(todo):
+            unchecked.setdefault(warning.split(": ", 1)[-1], warning)  # once per model, not per request
+        for warning in unchecked.values():
+            self.log.warning(warning)
 
     def _request_items(self) -> list[tuple[str, Any]]:
         if isinstance(self.requests, str):
@@ -240,13 +369,14 @@ class VideoBatchOperator(BaseOperator):
                 "requests must be a list of dicts or the URI of a JSONL file, not "
                 f"{type(self.requests).__name__}."
             )
-        return [(f"request #{number}", item) for number, item in enumerate(self.requests, start=1)]
+        return [(f"request #{number}", plain(item)) for number, item in enumerate(self.requests, start=1)]
 
     @cached_property
     def _manifest_uri(self) -> str:
         return object_uri(self.manifest_path)
 
     def _save(self, entries: list[Entry], others: list[Entry]) -> None:
+        self._check_lease()
         manifest.write(self.manifest_path.fs, self.manifest_path.path, [*entries, *others])
 
     def _target(self, entry: Entry) -> ObjectStoragePath:
@@ -263,40 +393,61 @@ class VideoBatchOperator(BaseOperator):
         others: list[Entry],
         finished: dict[str, dict[str, Any]],
     ) -> str:
-        by_id = {entry.video_task_id: entry for entry in entries if entry.video_task_id}
-        to_store = self._record(by_id, finished)
-        self._save(entries, others)
-        self._store(to_store, entries, others)
-        refused_until = self._create(entries, others)
-        live = [entry for entry in entries if entry.status is Status.RUNNING]
-        # Refused creates are tried again when live tasks finish, or after a pause when none is live.
-        wake_at = refused_until if not live else None
-        if live or wake_at is not None:
-            self._defer(entries, live, wake_at)
-        return self._finish(context, entries)
+        """Waves until the batch is done: record what finished, store it, create more, then wait — on
+        the worker while the wave's trigger would fire within :data:`_STAY_ON_WORKER` seconds, else in
+        the triggerer."""
+        while True:
+            to_store = self._record(_by_id(entries), finished)
+            self._save(entries, others)
+            self._store(to_store, entries, others)
+            refused_until = self._create(entries, others)
+            live = [entry for entry in entries if entry.status is Status.RUNNING]
+            # Refused creates are tried again when live tasks finish, or after a pause when none is live.
+            wake_at = refused_until if not live else None
+            if not live and wake_at is None:
+                return self._finish(context, entries)
+            trigger = self._trigger(entries, live, wake_at)
+            event = self._wait_here(trigger)
+            if event is None:
+                self._defer(trigger, live, entries)
+            finished = self._outcomes(event)
 
-    def _record(self, by_id: dict[str, Entry], finished: dict[str, dict[str, Any]]) -> list[Entry]:
-        """Apply the trigger's outcomes; return the entries whose tasks succeeded (to store)."""
+    def _outcomes(self, event: object) -> dict[str, dict[str, Any]]:
+        """The finished tasks of a wave's event; an error event (or anything else) raises."""
+        if not isinstance(event, dict) or event.get("status") not in ("wave", EventStatus.ERROR.value):
+            raise VideoQueryError(f"The batch's trigger fired an unexpected event {event!r}; this is a bug.")
+        if event["status"] == EventStatus.ERROR.value:
+            raise VideoQueryError(f"{event.get('message')} The manifest keeps every id: retry the task.")
+        return dict(event.get("finished") or {})
+
+    def _record(self, by_id: dict[str, list[Entry]], finished: dict[str, dict[str, Any]]) -> list[Entry]:
+        """Apply the trigger's outcomes (to every entry of a task id; see :meth:`_warn_shared`); return
+        the entries whose tasks succeeded (to store)."""
         to_store: list[Entry] = []
         refused: str | None = None
         for video_task_id, outcome in finished.items():
-            entry = by_id.get(video_task_id)
-            if entry is None or entry.status is not Status.RUNNING:
-                continue
-            status, message = outcome.get("status"), str(outcome.get("message") or "")
-            if status == EventStatus.SUCCESS.value:
-                to_store.append(entry)
-            elif status == EventStatus.FAILED.value:
-                entry.ended(Status.FAILED, message)
-            elif status == EventStatus.TIMEOUT.value:
-                entry.ended(Status.TIMEOUT, message)
-            else:
-                entry.ended(Status.ERROR, message)
-                if outcome.get("error_type") == VideoQueryAuthError.__name__:
-                    refused = message
+            for entry in by_id.get(video_task_id, []):
+                if entry.status is Status.RUNNING:
+                    refused = self._apply(entry, outcome, to_store) or refused
         if refused is not None:
             raise VideoQueryAuthError(f"{refused} Every id so far is in the manifest {self._manifest_uri}.")
         return to_store
+
+    @staticmethod
+    def _apply(entry: Entry, outcome: dict[str, Any], to_store: list[Entry]) -> str | None:
+        """One task's outcome applied to ``entry``; the message when the gateway refused the key."""
+        status, message = outcome.get("status"), str(outcome.get("message") or "")
+        if status == EventStatus.SUCCESS.value:
+            to_store.append(entry)
+        elif status == EventStatus.FAILED.value:
+            entry.ended(Status.FAILED, message)
+        elif status == EventStatus.TIMEOUT.value:
+            entry.ended(Status.TIMEOUT, message)
+        else:
+            entry.ended(Status.ERROR, message)
+            if outcome.get("error_type") == VideoQueryAuthError.__name__:
+                return message
+        return None
 
     def _store(self, to_store: list[Entry], entries: list[Entry], others: list[Entry]) -> None:
         """Store finished videos ``max_parallel_downloads`` at a time, recording them in the manifest as
@@ -326,6 +477,10 @@ class VideoBatchOperator(BaseOperator):
         """Record one finished download in ``entry``: stored, or why not."""
         try:
             stored = job.result()
+        except _StillRunning as err:  # a flapping status: wait for it again, on the same deadline
+            entry.still_running()
+            self.log.warning("%s; waiting for %r again.", err, entry.key)
+            return
         except VideoTaskFailedError as err:  # it failed after all (a flapping status)
             entry.ended(Status.FAILED, str(err))
             return
@@ -342,6 +497,11 @@ class VideoBatchOperator(BaseOperator):
             outcome: VideoTask | Exception = self.hook.get_task(video_task_id)
         except Exception as err:
             outcome = err
+        if isinstance(outcome, VideoTask) and not outcome.status.is_terminal:
+            raise _StillRunning(
+                f"Video task {video_task_id!r} was reported succeeded, but re-reading it now says "
+                f"{outcome.summary()}"
+            )
         reported = VideoTask(id=video_task_id, status=TaskStatus.SUCCEEDED, raw_status=None)
         task = refreshed(reported, outcome, self.log)
         if not task.video_url:
@@ -350,7 +510,7 @@ class VideoBatchOperator(BaseOperator):
             task.video_url,
             self._target(entry),
             settings,
-            overwrite=self.overwrite,
+            overwrite=self.overwrite or entry.replace,
             client=client,
             what=f"the video of {entry.key!r} (task {task.id!r})",
         )
@@ -371,16 +531,35 @@ class VideoBatchOperator(BaseOperator):
                 retry_at = self._create_one(entry)
             finally:
                 self._save(entries, others)
+            if entry.video_task_id is not None:
+                self._warn_shared([*entries, *others], entry.video_task_id)
             if retry_at is not None:
                 return retry_at
         return None
+
+    def _warn_shared(self, entries: list[Entry], video_task_id: str | None = None) -> None:
+        """Say which keys share one video task id (a gateway that answers identical requests with the
+        task it already has, or a hand-merged manifest): they share its wait, and each key gets a copy
+        of its one video. ``video_task_id``: only that id (just created), else every one."""
+        for task_id, keys in manifest.shared_ids(entries).items():
+            if video_task_id in (None, task_id):
+                self.log.warning(
+                    "Keys %s share the video task %r (the gateway answered their creates with one task, "
+                    "or the manifest was merged by hand): they wait for it together and each key gets "
+                    "a copy of its one video. Make the requests differ to get separate videos.",
+                    ", ".join(repr(key) for key in keys),
+                    task_id,
+                )
 
     def _create_one(self, entry: Entry) -> float | None:
         """Create one request; return when to try creates again if the gateway refuses them for now."""
         body = dict(entry.request)
         model, prompt = str(body.pop("model")), str(body.pop("prompt"))
+        self._check_lease()  # never a create by a run that lost the manifest
         try:
-            task = self.hook.create_task(model, prompt, **body)
+            resolved = self.inputs.resolve(body, what=f"Request {entry.key!r}")  # presigned from now
+            with resolved.redacting():
+                task = self.hook.create_task(model, prompt, **resolved.fields)
         except (VideoCreateUncertainError, VideoQueryResponseError) as err:
             entry.ended(Status.UNCERTAIN, str(err))
             self.log.warning("The create of %r is uncertain and is not sent again: %s", entry.key, err)
@@ -399,15 +578,56 @@ class VideoBatchOperator(BaseOperator):
             entry.ended(Status.FAILED, task.error or "the gateway failed the task at once")
         return None
 
-    def _defer(self, entries: list[Entry], live: list[Entry], wake_at: float | None) -> None:
-        tasks = {
-            str(entry.video_task_id): [float(entry.waiting_since or 0.0), self._deadline(entry)]
-            for entry in live
-        }
+    def _trigger(self, entries: list[Entry], live: list[Entry], wake_at: float | None) -> VideoBatchTrigger:
+        """The trigger that waits for this wave's live tasks (on the worker first, see :meth:`_wait_here`)."""
+        tasks: dict[str, list[float]] = {}
+        for entry in live:  # keys that share a task id share its wait (the first one's times)
+            tasks.setdefault(
+                str(entry.video_task_id), [float(entry.waiting_since or 0.0), self._deadline(entry)]
+            )
         more = any(entry.status is Status.PENDING for entry in entries)
-        fire_after = max(1, math.ceil(len(live) * _REFILL_SHARE)) if more else max(1, len(live))
         counts = manifest.counts(entries)
-        latest = max([*(deadline for _, deadline in tasks.values()), wake_at or 0.0])
+        return VideoBatchTrigger(
+            tasks=tasks,
+            videoquery_conn_id=self.videoquery_conn_id,
+            route=self.route,
+            fire_after=max(1, math.ceil(len(tasks) * _REFILL_SHARE)) if more else max(1, len(tasks)),
+            fire_hold=_HOLD_WHILE_REFILLING if more else _HOLD_AT_THE_END,
+            wake_at=wake_at,
+            progress={
+                "total": counts["total"],
+                "created": sum(1 for entry in entries if entry.video_task_id),
+                "succeeded": counts[Status.SUCCEEDED.value],
+                "failed": sum(counts[status.value] for status in manifest.NOT_SUCCEEDED),
+                "pending": counts[Status.PENDING.value],
+            },
+            poll_interval=self.poll_interval,
+            max_in_flight=self.max_polls_in_flight,
+            max_polls_per_second=self.max_polls_per_second,
+            progress_interval=self.progress_interval,
+            unreachable_timeout=self.unreachable_timeout,
+        )
+
+    def _wait_here(self, trigger: VideoBatchTrigger) -> dict[str, Any] | None:
+        """Run the wave's trigger on the worker for up to :data:`_STAY_ON_WORKER` seconds: its event if
+        it fired by then (the next thing to do was seconds away), else None (defer)."""
+        if _STAY_ON_WORKER <= 0:
+            return None
+        try:
+            return asyncio.run(trigger.wait(give_up_after=_STAY_ON_WORKER))
+        except Exception as err:
+            raise VideoQueryError(
+                f"Waiting for the batch on the worker stopped: {type(err).__name__}: {err}. The manifest "
+                f"{self._manifest_uri} keeps every id: retry the task."
+            ) from err
+
+    def _defer(self, trigger: VideoBatchTrigger, live: list[Entry], entries: list[Entry]) -> None:
+        """Wait in the triggerer; the trigger never fires sooner than :data:`_SAFE_HOLD` after it starts."""
+        _, kwargs = trigger.serialize()
+        latest = max([*(deadline for _, deadline in trigger.tasks.values()), trigger.wake_at or 0.0])
+        timeout = max(0.0, latest - time.time()) + _DEFER_MARGIN
+        self._deferred_until = time.time() + timeout + _LEASE_AFTER_DEFERRAL
+        counts = manifest.counts(entries)
         self.log.info(
             "Waiting for %d live task(s) in the triggerer (%d stored, %d not created yet).",
             len(live),
@@ -415,27 +635,9 @@ class VideoBatchOperator(BaseOperator):
             counts[Status.PENDING.value],
         )
         self.defer(
-            trigger=VideoBatchTrigger(
-                tasks=tasks,
-                videoquery_conn_id=self.videoquery_conn_id,
-                route=self.route,
-                fire_after=fire_after,
-                fire_hold=_HOLD_WHILE_REFILLING if more else _HOLD_AT_THE_END,
-                wake_at=wake_at,
-                progress={
-                    "total": counts["total"],
-                    "created": sum(1 for entry in entries if entry.video_task_id),
-                    "succeeded": counts[Status.SUCCEEDED.value],
-                    "failed": sum(counts[status.value] for status in manifest.NOT_SUCCEEDED),
-                    "pending": counts[Status.PENDING.value],
-                },
-                poll_interval=self.poll_interval,
-                max_in_flight=self.max_polls_in_flight,
-                max_polls_per_second=self.max_polls_per_second,
-                progress_interval=self.progress_interval,
-            ),
+            trigger=VideoBatchTrigger(**{**kwargs, "min_hold": _SAFE_HOLD}),
             method_name="execute_complete",
-            timeout=timedelta(seconds=max(0.0, latest - time.time()) + _DEFER_MARGIN),
+            timeout=timedelta(seconds=timeout),
         )
 
     def _deadline(self, entry: Entry) -> float:
@@ -444,43 +646,51 @@ class VideoBatchOperator(BaseOperator):
     # -- verifying and finishing ---------------------------------------------------------------------
 
     def _verify_stored(self, entries: list[Entry]) -> None:
-        """Keep stored videos that still verify (size and sha256); store the others again."""
+        """Keep stored videos that still verify (size and sha256); store the others again.
+
+        A video that is gone or differs is stored again from the gateway; one that differs is replaced
+        only by a verified new download (written beside it, then moved over it), so an expired URL
+        leaves it where it is. A video that cannot be read now is kept as recorded: a read error is
+        not a mismatch.
+        """
         stored = [entry for entry in entries if entry.status is Status.SUCCEEDED]
         if not stored:
             return
         with ThreadPoolExecutor(self.max_parallel_downloads) as pool:
-            verdicts = list(pool.map(self._still_there, stored))
+            verdicts = list(pool.map(self._verdict, stored))
         now = time.time()
-        for entry, problem in zip(stored, verdicts, strict=True):
-            if problem is not None:
-                self.log.warning("Storing %r again (task %r): %s", entry.key, entry.video_task_id, problem)
-                entry.wait_again(now)
-                self._remove(self._target(entry))
-        kept = verdicts.count(None)
-        self.log.info("Kept %d stored video(s) that verify; %d to store again.", kept, len(stored) - kept)
+        again = 0
+        for entry, verdict in zip(stored, verdicts, strict=True):
+            if verdict is None:
+                continue
+            problem, present = verdict
+            if present is None:  # unreadable: not a mismatch
+                self.log.warning("Keeping %r as recorded, unverified: %s", entry.key, problem)
+                continue
+            self.log.warning("Storing %r again (task %r): %s", entry.key, entry.video_task_id, problem)
+            entry.wait_again(now)
+            entry.replace = present
+            again += 1
+        self.log.info("Kept %d stored video(s) that verify; %d to store again.", len(stored) - again, again)
 
-    def _still_there(self, entry: Entry) -> str | None:
+    def _verdict(self, entry: Entry) -> tuple[str, bool | None] | None:
+        """None when the stored video verifies; else what is wrong and whether an object is there
+        (True: it differs, False: it is gone, None: it cannot be read now)."""
         target = self._target(entry)
+        uri = object_uri(target)
         try:
             if not target.exists():
-                return f"{object_uri(target)} is gone"
+                return f"{uri} is gone", False
             size = target.stat().st_size
             if size != entry.bytes:
-                return f"{object_uri(target)} holds {size} bytes, the manifest says {entry.bytes}"
+                return f"{uri} holds {size} bytes, the manifest says {entry.bytes}", True
             if sha256_of(target) != entry.sha256:
-                return f"{object_uri(target)} has another sha256 than the manifest"
+                return f"{uri} has another sha256 than the manifest", True
+        except FileNotFoundError:
+            return f"{uri} is gone", False
         except OSError as err:
-            return f"{object_uri(target)} cannot be read ({err})"
+            return f"{uri} cannot be read now ({type(err).__name__}: {err}); it is not stored again", None
         return None
-
-    @staticmethod
-    def _remove(target: ObjectStoragePath) -> None:
-        """A stored video that no longer matches its manifest line is this batch's own: it is replaced."""
-        try:
-            if target.exists():
-                target.unlink()
-        except OSError:
-            pass  # storing it again reports the conflict
 
     def _finish(self, context: Context, entries: list[Entry]) -> str:
         counts = manifest.counts(entries)
@@ -500,6 +710,32 @@ class VideoBatchOperator(BaseOperator):
             final = all(entry.status in (Status.FAILED, Status.UNCERTAIN) for entry in bad)
             raise (AirflowFailException if final else VideoQueryError)(message)
         return self._manifest_uri
+
+
+class _StillRunning(Exception):
+    """Re-read before storing, a task the trigger saw succeed is running again (its status flapped)."""
+
+
+def _by_id(entries: list[Entry]) -> dict[str, list[Entry]]:
+    """The entries of each video task id (two keys may share one)."""
+    by_id: dict[str, list[Entry]] = {}
+    for entry in entries:
+        if entry.video_task_id:
+            by_id.setdefault(entry.video_task_id, []).append(entry)
+    return by_id
+
+
+def _owner(context: Context, operator: BaseOperator) -> lease.Owner:
+    """The task instance (and try) the lease names; a context without one gets a name of its own."""
+    ti = context.get("ti")
+    run_id, map_index = getattr(ti, "run_id", None), getattr(ti, "map_index", None)
+    return lease.Owner(
+        dag_id=str(getattr(ti, "dag_id", None) or operator.dag_id),
+        run_id=str(run_id) if run_id else f"unnamed-{uuid.uuid4().hex[:12]}",
+        task_id=str(getattr(ti, "task_id", None) or operator.task_id),
+        map_index=int(map_index) if map_index is not None else -1,
+        try_number=int(getattr(ti, "try_number", None) or 1),
+    )
 
 
 def _take(items: Iterator[Entry], count: int) -> Iterator[Entry]:

@@ -24,7 +24,14 @@ from airflow_provider_videoquery.exceptions import VideoQueryAuthError, VideoQue
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
 from airflow_provider_videoquery.models import VideoTask
-from airflow_provider_videoquery.waiting import DEFAULT_NOT_FOUND_GRACE, Event, Watch
+from airflow_provider_videoquery.waiting import (
+    DEFAULT_NOT_FOUND_GRACE,
+    DEFAULT_UNREACHABLE_TIMEOUT,
+    Event,
+    Watch,
+    poll_interval_checked,
+    unreachable_timeout_checked,
+)
 
 __all__ = ["VideoBatchTrigger"]
 
@@ -62,6 +69,15 @@ class VideoBatchTrigger(BaseTrigger):
     :param max_in_flight: queries at once.
     :param max_polls_per_second: the total poll rate the gateway sees from this batch.
     :param progress_interval: seconds between progress lines.
+    :param min_hold: seconds after ``run()`` starts before the trigger may fire, whatever happened:
+        a trigger that fires a few seconds after its task deferred can let the scheduler fail the
+        resumed task (Airflow's "state mismatch" race, apache/airflow#72716); the batch waits out short
+        waits on the worker instead (docs/deployment.md).
+    :param unreachable_timeout: seconds nothing may be reachable at the gateway's address (refused,
+        unknown host, TLS to a plain-HTTP port) before a task's wait ends, as long as the gateway has
+        not answered that task once in this wave (3 minutes by default, at most 5): the rule of
+        :class:`~airflow_provider_videoquery.triggers.videoquery.VideoTaskTrigger`, so a short outage at
+        the start of a wave is ridden out.
     """
 
     def __init__(
@@ -77,6 +93,8 @@ class VideoBatchTrigger(BaseTrigger):
         max_in_flight: int = 8,
         max_polls_per_second: float = 5.0,
         progress_interval: float = 60.0,
+        unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
+        min_hold: float = 0.0,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.tasks = {str(k): [float(v[0]), float(v[1])] for k, v in tasks.items()}
@@ -86,10 +104,12 @@ class VideoBatchTrigger(BaseTrigger):
         self.fire_hold = float(fire_hold)
         self.wake_at = float(wake_at) if wake_at is not None else None
         self.progress = dict(progress or {})
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = poll_interval_checked(poll_interval, "VideoBatchTrigger")
         self.max_in_flight = max(1, int(max_in_flight))
         self.max_polls_per_second = float(max_polls_per_second)
         self.progress_interval = float(progress_interval)
+        self.unreachable_timeout = unreachable_timeout_checked(unreachable_timeout)
+        self.min_hold = max(0.0, float(min_hold))
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -106,16 +126,26 @@ class VideoBatchTrigger(BaseTrigger):
                 "max_in_flight": self.max_in_flight,
                 "max_polls_per_second": self.max_polls_per_second,
                 "progress_interval": self.progress_interval,
+                "unreachable_timeout": self.unreachable_timeout,
+                "min_hold": self.min_hold,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        started = time.monotonic()
         try:
             event = await _Wave(self).run()
         except Exception as err:  # a broken set-up (route, connection): still exactly one event
             message = f"Waiting for the batch stopped on an unexpected error: {type(err).__name__}: {err}"
             event = {"status": EventStatus.ERROR.value, "finished": {}, "message": message}
+            await asyncio.sleep(max(0.0, started + self.min_hold - time.monotonic()))
+        assert event is not None
         yield TriggerEvent(event)  # type: ignore[no-untyped-call]
+
+    async def wait(self, give_up_after: float) -> Event | None:
+        """The wave's event if the trigger would fire within ``give_up_after`` seconds, else None: the
+        worker waits out a short wait itself with the trigger's own schedule, budget and decisions."""
+        return await _Wave(self, give_up_after).run()
 
 
 class _Quiet:
@@ -132,19 +162,29 @@ class _Quiet:
 
 
 class _Wave:
-    """One run of the trigger: the schedule, the budget and the tally."""
+    """One run of the trigger: the schedule, the budget and the tally; ``give_up_after`` seconds, if
+    given, bound it (it then ends without an event)."""
 
-    def __init__(self, trigger: VideoBatchTrigger) -> None:
+    def __init__(self, trigger: VideoBatchTrigger, give_up_after: float | None = None) -> None:
         self.t = trigger
         self.log = trigger.log
         quiet = _Quiet(trigger.log)
         self.watches = {
-            task_id: Watch(task_id, deadline, started + DEFAULT_NOT_FOUND_GRACE, started, quiet)
+            task_id: Watch(
+                task_id,
+                deadline,
+                started + DEFAULT_NOT_FOUND_GRACE,
+                started,
+                quiet,
+                unreachable_timeout=trigger.unreachable_timeout,
+            )
             for task_id, (started, deadline) in trigger.tasks.items()
         }
         self.finished: dict[str, dict[str, Any]] = {}
         self.first_finished_at: float | None = None
         self.started = time.monotonic()
+        self.not_before = self.started + trigger.min_hold
+        self.give_up_at = self.started + give_up_after if give_up_after is not None else None
         self.done = asyncio.Event()
         self.running = 0
         self.next_slot = 0.0
@@ -157,7 +197,7 @@ class _Wave:
         self.schedule = [(now + random.uniform(0, spread), task_id) for task_id in self.watches]
         heapq.heapify(self.schedule)
 
-    async def run(self) -> Event:
+    async def run(self) -> Event | None:
         if not self.watches and self.t.wake_at is None:
             return self._event("Nothing to wait for.")
         async with VideoQueryHook(
@@ -167,16 +207,21 @@ class _Wave:
             workers = [asyncio.create_task(self._worker(hook)) for _ in range(self.t.max_in_flight)]
             reporter = asyncio.create_task(self._report())
             try:
-                await self._until_fired()
+                fired = await self._until_fired()
             finally:
                 for job in (*workers, reporter):
                     job.cancel()
                 await asyncio.gather(*workers, reporter, return_exceptions=True)
+        if not fired:
+            return None
         self._log_progress()
         return self._event(self._why())
 
-    async def _until_fired(self) -> None:
+    async def _until_fired(self) -> bool:
+        """Wait until the trigger should fire (True) or its time is up (False)."""
         while not self._should_fire():
+            if self.give_up_at is not None and time.monotonic() >= self.give_up_at:
+                return False
             timeout = self._seconds_to_next_check()
             try:
                 async with asyncio.timeout(timeout):
@@ -184,8 +229,11 @@ class _Wave:
             except TimeoutError:
                 pass
             self.done.clear()
+        return True
 
     def _should_fire(self) -> bool:
+        if time.monotonic() < self.not_before:
+            return False
         now = time.time()
         if len(self.finished) == len(self.watches) and (self.watches or self._woken(now)):
             return True
@@ -206,6 +254,9 @@ class _Wave:
             limits.append(self.first_finished_at + self.t.fire_hold - now)
         if self.t.wake_at is not None:
             limits.append(self.t.wake_at - now)
+        for moment in (self.not_before, self.give_up_at):
+            if moment is not None and moment > time.monotonic():
+                limits.append(moment - time.monotonic())
         return max(0.01, min(limits))
 
     def _why(self) -> str:
