@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from airflow_provider_videoquery import manifest
+from airflow_provider_videoquery._fs import is_local
 from airflow_provider_videoquery.manifest import BatchInputError, Entry
 
 #: The journal sits beside the manifest: ``manifest.jsonl.journal`` (a file on local disks, a folder of
@@ -39,15 +40,12 @@ def journal_path(manifest_path: str) -> str:
     return manifest_path + JOURNAL_SUFFIX
 
 
-def is_local(fs: Any) -> bool:
-    protocol = fs.protocol
-    names = protocol if isinstance(protocol, tuple | list) else (protocol,)
-    return bool({"file", "local"} & set(names))
-
-
 def change_of(entry: Entry) -> dict[str, Any]:
-    """What the journal records of ``entry``: its state and sequence number, without the request."""
-    return {name: value for name, value in entry.to_json().items() if name not in _SNAPSHOT_ONLY}
+    """What the journal records of ``entry``: its whole state and sequence number, without the request
+    (a flag that ``to_json`` leaves out when unset is written either way, so a change can clear it)."""
+    state = {name: value for name, value in entry.to_json().items() if name not in _SNAPSHOT_ONLY}
+    state["replace"] = entry.replace
+    return state
 
 
 def apply_change(entry: Entry, change: dict[str, Any], where: str) -> Entry:
@@ -128,10 +126,12 @@ class Ledger:
 
     :meth:`load` reads it; :meth:`record` makes changed entries durable before it returns (one append +
     fsync locally, one PUT on an object store); :meth:`compact` folds everything into the manifest.
+    ``guard`` runs before every write and raises when this task may no longer write (its lease is gone).
     """
 
-    def __init__(self, fs: Any, path: str, source: str) -> None:
+    def __init__(self, fs: Any, path: str, source: str, guard: Callable[[], None] | None = None) -> None:
         self.fs, self.path, self.source = fs, path, source
+        self.guard = guard
         self.local = is_local(fs)
         self.seq = 0
         #: Journal records (local) or objects (object store) since the manifest was last written.
@@ -148,6 +148,8 @@ class Ledger:
         """Make ``entries``' current state durable: their changes go to the journal, in one write."""
         if not entries:
             return
+        if self.guard is not None:
+            self.guard()
         lines = []
         for entry in entries:
             self.seq += 1
@@ -172,6 +174,8 @@ class Ledger:
 
     def compact(self, entries: Iterable[Entry]) -> None:
         """Write the manifest whole with every entry's state, then drop the journal it now holds."""
+        if self.guard is not None:
+            self.guard()
         manifest.write(self.fs, self.path, entries)
         journal = journal_path(self.path)
         if self.local:

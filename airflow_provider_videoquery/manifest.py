@@ -13,7 +13,7 @@ import os
 import re
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -51,7 +51,7 @@ class Status(StrEnum):
 NOT_SUCCEEDED = frozenset({Status.UNCERTAIN, Status.FAILED, Status.TIMEOUT, Status.ERROR})
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One request and what became of it. ``request`` is the create body (``model``, ``prompt``, …)."""
 
@@ -150,17 +150,21 @@ class Entry:
 
 def parse_jsonl(lines: Iterable[str | bytes], source: str) -> list[tuple[str, Any]]:
     """The JSON objects of a JSONL text with where each came from (``source line N``); blank lines skip."""
-    items: list[tuple[str, Any]] = []
+    return list(iter_jsonl(lines, source))
+
+
+def iter_jsonl(lines: Iterable[str | bytes], source: str) -> Iterator[tuple[str, Any]]:
+    """:func:`parse_jsonl` one object at a time (a 100,000-line manifest is never held twice)."""
     for number, raw in enumerate(lines, start=1):
         line = raw.decode() if isinstance(raw, bytes) else raw
         if not line.strip():
             continue
         where = f"{source} line {number}"
         try:
-            items.append((where, json.loads(line)))
+            item = json.loads(line)
         except json.JSONDecodeError as err:
             raise BatchInputError(f"{where} is not valid JSON ({err.msg} at column {err.colno}).") from None
-    return items
+        yield where, item
 
 
 def parse_requests(items: Iterable[tuple[str, Any]]) -> list[Entry]:
@@ -347,9 +351,10 @@ def _carried_over(entry: Entry, now: float, retry_uncertain: bool) -> Entry:
 # -- reading and writing ----------------------------------------------------------------------------
 
 
-def loads(text: str, source: str) -> list[Entry]:
-    """The entries of a manifest's text; ``source`` names it in errors."""
-    return [Entry.from_json(item, where) for where, item in parse_jsonl(text.splitlines(), source)]
+def loads(text: str | Iterable[str | bytes], source: str) -> list[Entry]:
+    """The entries of a manifest's text (or its lines); ``source`` names it in errors."""
+    lines = text.splitlines() if isinstance(text, str) else text
+    return [Entry.from_json(item, where) for where, item in iter_jsonl(lines, source)]
 
 
 def dumps(entries: Iterable[Entry]) -> bytes:
@@ -358,10 +363,11 @@ def dumps(entries: Iterable[Entry]) -> bytes:
 
 def read(fs: Any, path: str, source: str) -> list[Entry]:
     """The manifest at ``path`` on an fsspec filesystem; none when it does not exist yet."""
-    if not fs.exists(path):
+    try:
+        with fs.open(path, "rb") as handle:  # line by line: the file is never held whole beside its entries
+            return loads(handle, source)
+    except FileNotFoundError:
         return []
-    data: bytes = fs.cat_file(path)
-    return loads(data.decode(), source)
 
 
 def write(fs: Any, path: str, entries: Iterable[Entry]) -> None:

@@ -10,10 +10,11 @@ creates that trigger it, the journal's PUTs and bytes per create on S3, and one 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from benchmarks._common import scratch_dir
@@ -148,18 +149,35 @@ def run(
     """Every N on a local disk, and on S3 when ``s3_endpoint`` is given."""
     results: list[dict[str, Any]] = []
     stores = ["local"] + (["s3"] if s3_endpoint else [])
-    if s3_endpoint:
-        _s3_ready(s3_endpoint)
-    for store in stores:
-        for n in sizes:
-            log(f"ledger: {store}, N={n} …")
-            try:
-                results += run_one(store, n, min(creates, n), rewrites, s3_endpoint)
-            except Exception as err:  # one broken side must not hide the others
-                results.append(
-                    {"store": store, "side": "ledger", "n": n, "error": f"{type(err).__name__}: {err}"}
-                )
+    with _aws_default(s3_endpoint):
+        for store in stores:
+            for n in sizes:
+                log(f"ledger: {store}, N={n} …")
+                try:
+                    results += run_one(store, n, min(creates, n), rewrites, s3_endpoint)
+                except Exception as err:  # one broken side must not hide the others
+                    results.append(
+                        {"store": store, "side": "ledger", "n": n, "error": f"{type(err).__name__}: {err}"}
+                    )
     return results
+
+
+@contextlib.contextmanager
+def _aws_default(endpoint: str | None) -> Iterator[None]:
+    """``aws_default`` pointed at moto (and the bucket made) for the block; as it was afterwards."""
+    from airflow.sdk.io import store
+
+    saved = os.environ.get("AIRFLOW_CONN_AWS_DEFAULT")
+    try:
+        if endpoint:
+            _s3_ready(endpoint)
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("AIRFLOW_CONN_AWS_DEFAULT", None)
+        else:
+            os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = saved
+        store._STORE_CACHE.clear()
 
 
 def _s3_ready(endpoint: str) -> None:

@@ -4,7 +4,6 @@ as ``dag.test()`` does, but in any thread (two batches at once over one manifest
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -46,5 +45,10 @@ async def _first_event(trigger: Any) -> dict[str, Any]:
 
 
 def manifest_lines(folder: Path, name: str = "manifest.jsonl") -> dict[str, dict[str, Any]]:
-    lines = (folder / name).read_text().splitlines()
-    return {entry["key"]: entry for entry in map(json.loads, lines)}
+    """Each key's line as the batch sees it: the manifest with its journal applied (the ledger)."""
+    import fsspec
+
+    from airflow_provider_videoquery import ledger
+
+    path = str(folder / name)
+    return {entry.key: entry.to_json() for entry in ledger.read(fsspec.filesystem("file"), path, path)}

@@ -18,7 +18,7 @@ from airflow_provider_videoquery.emulator import Emulator, Fault, Limits, Scenar
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.triggers.batch import VideoBatchTrigger
 from tests.airflow_helpers import assert_key_nowhere, load_dag, make_context, run_dag, use_dags_folder
-from tests.batch_helpers import drive
+from tests.batch_helpers import drive, manifest_lines
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -111,8 +111,7 @@ def _succeeds(dag: Any, capsys: pytest.CaptureFixture[str], requests: Any, out: 
 
 
 def _manifest(folder: Path) -> dict[str, dict[str, Any]]:
-    lines = (folder / "manifest.jsonl").read_text().splitlines()
-    return {entry["key"]: entry for entry in map(json.loads, lines)}
+    return manifest_lines(folder)
 
 
 def _videos(folder: Path) -> list[str]:
@@ -193,21 +192,21 @@ def test_a_crash_before_an_id_is_written_re_pays_that_one_create_only(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The worst moment: the gateway answered a create, the worker dies before the manifest has its id."""
+    """The worst moment: the gateway answered a create, the worker dies before the ledger has its id."""
     from airflow.utils.state import DagRunState
 
-    from airflow_provider_videoquery import manifest
+    from airflow_provider_videoquery.ledger import Ledger
 
     emulator.set_default(Scenario(polls_to_complete=1, video_size=1024))
-    original, writes = manifest.write, []
+    original, records = Ledger.record, []
 
-    def write(fs: Any, path: str, entries: Any) -> None:
-        writes.append(path)
-        if len(writes) == 4:  # the write after the third create (the first write precedes every create)
+    def record(self: Ledger, entries: Any) -> None:
+        records.append(len(entries))
+        if len(records) == 3:  # the record of the third create's id
             raise SystemExit("the worker died")
-        original(fs, path, entries)
+        original(self, entries)
 
-    monkeypatch.setattr(manifest, "write", write)
+    monkeypatch.setattr(Ledger, "record", record)
     out = tmp_path / "videos"
 
     result = run_dag(dag, capsys, requests=_requests(5), destination=str(out))
@@ -947,3 +946,60 @@ def test_the_lease_is_held_across_a_deferral_and_a_resume_that_lost_it_stops(
         first.execute_complete(context, event)
     assert (tmp_path / "manifest.jsonl").read_bytes() == before
     assert emulator.count(route="create") == made
+
+
+def test_each_create_is_one_journal_record_not_a_manifest_rewrite(
+    dag: Any,
+    emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ledger's cost per create does not grow with the batch: an id goes to the journal (one
+    record), and the manifest is rewritten whole only at the start and the end (and when the journal
+    has grown to a share of it)."""
+    from airflow.utils.state import DagRunState
+
+    from airflow_provider_videoquery import manifest
+    from airflow_provider_videoquery.ledger import Ledger
+
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=256))
+    rewrites: list[int] = []
+    records: list[int] = []
+    write, record = manifest.write, Ledger.record
+
+    def counted_write(fs: Any, path: str, entries: Any) -> None:
+        entries = list(entries)
+        rewrites.append(len(entries))
+        write(fs, path, entries)
+
+    def counted_record(self: Ledger, entries: Any) -> None:
+        records.append(len(entries))
+        record(self, entries)
+
+    monkeypatch.setattr(manifest, "write", counted_write)
+    monkeypatch.setattr(Ledger, "record", counted_record)
+    out = tmp_path / "videos"
+
+    result = run_dag(dag, capsys, requests=_requests(40), destination=str(out))
+
+    assert result.run.state == DagRunState.SUCCESS, result.output[-3000:]
+    assert emulator.count(route="create") == 40
+    assert records.count(1) >= 40  # one record of one entry after each create
+    assert 2 <= len(rewrites) <= 3  # the start and the end (0.1.0: once per create, 40+)
+    assert {e["status"] for e in _manifest(out).values()} == {"succeeded"}
+    assert not (out / "manifest.jsonl.journal").exists()  # folded in at the end
+
+
+@pytest.mark.parametrize(
+    ("total", "max_active", "share"),
+    [(10, 20, 0.25), (1_000, 20, 0.25), (10_000, 1000, 0.25), (100_000, 20, 1.0), (100_000, 1000, 0.5)],
+)
+def test_a_big_batch_fires_on_a_larger_share_so_its_waves_stay_few(
+    total: int, max_active: int, share: float
+) -> None:
+    from airflow_provider_videoquery.operators.batch import refill_share
+
+    assert refill_share(total, max_active) == share
+    waves = total / (share * max_active)
+    assert waves <= max(200, total / max_active)

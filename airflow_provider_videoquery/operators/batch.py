@@ -39,6 +39,7 @@ from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
 from airflow_provider_videoquery.images.inputs import ImageInputs
 from airflow_provider_videoquery.images.refs import plain
+from airflow_provider_videoquery.ledger import Ledger
 from airflow_provider_videoquery.manifest import BatchInputError, Entry, Status
 from airflow_provider_videoquery.models import TaskStatus, VideoTask
 from airflow_provider_videoquery.storage import (
@@ -64,8 +65,11 @@ __all__ = ["VideoBatchOperator"]
 
 #: The deferral's own timeout trails the latest task deadline so the trigger's clearer outcome wins.
 _DEFER_MARGIN = 300.0
-#: While more requests wait to be created, the trigger fires once this share of the live tasks finished.
+#: While more requests wait to be created, the trigger fires once this share of the live tasks finished
+#: (more, up to all of them, for a batch that would otherwise take more than :data:`_MAX_WAVES` waves:
+#: each resume reads the whole ledger).
 _REFILL_SHARE = 0.25
+_MAX_WAVES = 200
 #: A finished video waits at most this long for the worker (signed URLs expire).
 _HOLD_WHILE_REFILLING = 30.0
 _HOLD_AT_THE_END = 300.0
@@ -195,6 +199,7 @@ class VideoBatchOperator(BaseOperator):
         self.unreachable_timeout = unreachable_timeout_checked(unreachable_timeout)
         self.wait_for_manifest = max(0.0, float(wait_for_manifest))
         self._lease: lease.Lease | None = None
+        self._ledger: Ledger | None = None
         self._deferred_until: float | None = None
 
     @cached_property
@@ -230,7 +235,7 @@ class VideoBatchOperator(BaseOperator):
             self._warn_shared(entries)
             self._check_requests(entries)
             self._verify_stored(entries)
-            self._save(entries, others)
+            self._compact(entries, others)  # the merged requests become the manifest's snapshot
             return self._wave(context, entries, others, {})
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
@@ -278,6 +283,7 @@ class VideoBatchOperator(BaseOperator):
                 f"above, or delete {object_uri(self.manifest_path)}.lease/ to free it now."
             ) from None
         self._lease, self._deferred_until = held, None
+        self._ledger = Ledger(fs, path, self._manifest_uri, guard=self._check_lease)
         try:
             with held.kept_alive(_LEASE_TTL, _LEASE_BEAT):
                 yield held
@@ -291,7 +297,8 @@ class VideoBatchOperator(BaseOperator):
         else:
             held.release()
         finally:
-            self._lease = None
+            self._book.close()
+            self._lease = self._ledger = None
             self.hook.close()
 
     def _keep(self, step: Callable[[], None]) -> None:
@@ -327,7 +334,7 @@ class VideoBatchOperator(BaseOperator):
     def _load(self, requests: list[Entry], fresh: bool) -> tuple[list[Entry], list[Entry]]:
         """This batch's entries (in request order) and the manifest's other keys (kept untouched)."""
         try:
-            recorded = manifest.read(self.manifest_path.fs, self.manifest_path.path, self._manifest_uri)
+            recorded = self._book.load()
             if fresh:
                 return manifest.merge(requests, recorded, time.time(), self.retry_uncertain_creates)
         except BatchInputError as err:
@@ -375,9 +382,21 @@ class VideoBatchOperator(BaseOperator):
     def _manifest_uri(self) -> str:
         return object_uri(self.manifest_path)
 
-    def _save(self, entries: list[Entry], others: list[Entry]) -> None:
-        self._check_lease()
-        manifest.write(self.manifest_path.fs, self.manifest_path.path, [*entries, *others])
+    @property
+    def _book(self) -> Ledger:
+        """The manifest's ledger, open while this try holds the lease."""
+        if self._ledger is None:
+            raise RuntimeError("the batch's ledger is used outside the manifest's lease; this is a bug")
+        return self._ledger
+
+    def _write(self, changed: list[Entry]) -> None:
+        """Make the changes of ``changed`` durable (one journal record or object: the cost does not
+        grow with the batch)."""
+        self._book.record(changed)
+
+    def _compact(self, entries: list[Entry], others: list[Entry]) -> None:
+        """Fold the journal into the manifest: it is rewritten whole with every entry."""
+        self._book.compact([*entries, *others])
 
     def _target(self, entry: Entry) -> ObjectStoragePath:
         return resolve_destination(
@@ -397,14 +416,17 @@ class VideoBatchOperator(BaseOperator):
         the worker while the wave's trigger would fire within :data:`_STAY_ON_WORKER` seconds, else in
         the triggerer."""
         while True:
-            to_store = self._record(_by_id(entries), finished)
-            self._save(entries, others)
-            self._store(to_store, entries, others)
+            to_store, changed = self._record(_by_id(entries), finished)
+            self._write(changed)
+            if self._book.wants_compaction(len(entries) + len(others)):
+                self._compact(entries, others)
+            self._store(to_store)
             refused_until = self._create(entries, others)
             live = [entry for entry in entries if entry.status is Status.RUNNING]
             # Refused creates are tried again when live tasks finish, or after a pause when none is live.
             wake_at = refused_until if not live else None
             if not live and wake_at is None:
+                self._compact(entries, others)  # the task's end: the manifest alone says it all
                 return self._finish(context, entries)
             trigger = self._trigger(entries, live, wake_at)
             event = self._wait_here(trigger)
@@ -420,18 +442,24 @@ class VideoBatchOperator(BaseOperator):
             raise VideoQueryError(f"{event.get('message')} The manifest keeps every id: retry the task.")
         return dict(event.get("finished") or {})
 
-    def _record(self, by_id: dict[str, list[Entry]], finished: dict[str, dict[str, Any]]) -> list[Entry]:
+    def _record(
+        self, by_id: dict[str, list[Entry]], finished: dict[str, dict[str, Any]]
+    ) -> tuple[list[Entry], list[Entry]]:
         """Apply the trigger's outcomes (to every entry of a task id; see :meth:`_warn_shared`); return
-        the entries whose tasks succeeded (to store)."""
+        the entries whose tasks succeeded (to store) and those that ended otherwise (changed)."""
         to_store: list[Entry] = []
+        changed: list[Entry] = []
         refused: str | None = None
         for video_task_id, outcome in finished.items():
             for entry in by_id.get(video_task_id, []):
                 if entry.status is Status.RUNNING:
                     refused = self._apply(entry, outcome, to_store) or refused
+                    if entry.status is not Status.RUNNING:
+                        changed.append(entry)
         if refused is not None:
+            self._write(changed)
             raise VideoQueryAuthError(f"{refused} Every id so far is in the manifest {self._manifest_uri}.")
-        return to_store
+        return to_store, changed
 
     @staticmethod
     def _apply(entry: Entry, outcome: dict[str, Any], to_store: list[Entry]) -> str | None:
@@ -449,8 +477,8 @@ class VideoBatchOperator(BaseOperator):
                 return message
         return None
 
-    def _store(self, to_store: list[Entry], entries: list[Entry], others: list[Entry]) -> None:
-        """Store finished videos ``max_parallel_downloads`` at a time, recording them in the manifest as
+    def _store(self, to_store: list[Entry]) -> None:
+        """Store finished videos ``max_parallel_downloads`` at a time, recording them in the ledger as
         they land (every :data:`_SAVE_STORED_EVERY` seconds and at the end of the wave)."""
         if not to_store:
             return
@@ -459,18 +487,19 @@ class VideoBatchOperator(BaseOperator):
         started = time.monotonic()
         with new_client(settings) as client, ThreadPoolExecutor(self.max_parallel_downloads) as pool:
             jobs = {pool.submit(self._store_one, entry, settings, client): entry for entry in to_store}
-            pending, unsaved, saved = set(jobs), False, started
+            unsaved: list[Entry] = []
+            pending, saved = set(jobs), started
             while pending:
                 # With landings not yet written, wake up when they are due; else at the next landing.
                 due = max(0.0, saved + _SAVE_STORED_EVERY - time.monotonic()) if unsaved else None
                 done, pending = wait(pending, timeout=due, return_when=FIRST_COMPLETED)
                 for job in done:
                     self._landed(jobs[job], job)
-                unsaved = unsaved or bool(done)
+                    unsaved.append(jobs[job])
                 if unsaved and time.monotonic() - saved >= _SAVE_STORED_EVERY:
-                    self._save(entries, others)  # what landed so far survives a killed worker
-                    unsaved, saved = False, time.monotonic()
-        self._save(entries, others)
+                    self._write(unsaved)  # what landed so far survives a killed worker
+                    unsaved, saved = [], time.monotonic()
+        self._write(unsaved)
         self.log.info("Stored %d video(s) in %.1fs.", len(to_store), time.monotonic() - started)
 
     def _landed(self, entry: Entry, job: Future[StoredObject]) -> None:
@@ -522,6 +551,7 @@ class VideoBatchOperator(BaseOperator):
         """
         live = sum(1 for entry in entries if entry.status is Status.RUNNING)
         pending = iter([entry for entry in entries if entry.status is Status.PENDING])
+        known = {entry.video_task_id for entry in (*entries, *others) if entry.video_task_id}
         spacing = 1.0 / self.creates_per_second if self.creates_per_second > 0 else 0.0
         last = 0.0
         for entry in _take(pending, self.max_active - live):
@@ -530,9 +560,11 @@ class VideoBatchOperator(BaseOperator):
             try:
                 retry_at = self._create_one(entry)
             finally:
-                self._save(entries, others)
-            if entry.video_task_id is not None:
+                self._write([entry])  # durable before the next create, and before anything else
+            if entry.video_task_id in known:  # the gateway answered with a task it had already
                 self._warn_shared([*entries, *others], entry.video_task_id)
+            elif entry.video_task_id is not None:
+                known.add(entry.video_task_id)
             if retry_at is not None:
                 return retry_at
         return None
@@ -591,7 +623,9 @@ class VideoBatchOperator(BaseOperator):
             tasks=tasks,
             videoquery_conn_id=self.videoquery_conn_id,
             route=self.route,
-            fire_after=max(1, math.ceil(len(tasks) * _REFILL_SHARE)) if more else max(1, len(tasks)),
+            fire_after=max(1, math.ceil(len(tasks) * refill_share(len(entries), self.max_active)))
+            if more
+            else max(1, len(tasks)),
             fire_hold=_HOLD_WHILE_REFILLING if more else _HOLD_AT_THE_END,
             wake_at=wake_at,
             progress={
@@ -710,6 +744,17 @@ class VideoBatchOperator(BaseOperator):
             final = all(entry.status in (Status.FAILED, Status.UNCERTAIN) for entry in bad)
             raise (AirflowFailException if final else VideoQueryError)(message)
         return self._manifest_uri
+
+
+def refill_share(total: int, max_active: int) -> float:
+    """The share of live tasks that must finish before a wave that still has requests to create.
+
+    A wave creates at most the tasks that finished, so a batch of ``total`` takes about
+    ``total / (share * max_active)`` waves: a quarter keeps the gateway busy, and a larger share keeps
+    that at most :data:`_MAX_WAVES` (or ``total / max_active``, the fewest possible) for a big batch.
+    """
+    wanted = total / (max(1, max_active) * _MAX_WAVES)
+    return min(1.0, max(_REFILL_SHARE, wanted))
 
 
 class _StillRunning(Exception):
