@@ -117,7 +117,7 @@ def test_a_run_with_a_mapped_download_and_a_batch_gives_one_card_per_video() -> 
         "key": "sora-2_task_0",
         "source": "download",
         "status": "succeeded",
-        "state": "success",
+        "state": "succeeded",
         "prompt": "mapped prompt 0",
         "model": "sora-2",
         "error": None,

@@ -195,7 +195,7 @@ def download_card(record: TaskRecord) -> Card | None:
             key=_stem(uri),
             source="download",
             status=Status.SUCCEEDED,
-            state=str(record.state or "success"),
+            state=Status.SUCCEEDED.value,
             prompt=_text(video.get("prompt")),
             model=_text(video.get("model")),
             uri=uri,

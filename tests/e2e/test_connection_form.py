@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,46 +76,6 @@ with DAG(dag_id="{DAG_ID}", schedule=None, start_date=datetime(2025, 1, 1), catc
         timeout=300,
     )
 '''
-
-
-def _browser_paths() -> tuple[str, str]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip(
-            "Chromium or chromedriver is not installed (Debian: apt-get install -y chromium "
-            "chromium-driver; `make test-e2e` installs them where apt-get can)"
-        )
-    return chromium, driver
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    chromium, driver_path = _browser_paths()
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",  # root in CI
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        # No calls home: the machine's network is closed, and Chromium would retry them.
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,1800",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_the_connection_form_in_a_browser(tmp_path: Path, browser: Any) -> None:
