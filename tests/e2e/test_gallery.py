@@ -97,7 +97,7 @@ def test_the_videos_tab_shows_and_plays_the_runs_videos(
 ) -> None:
     deployment, folder = cluster
     version = _airflow_version()
-    ui = Gallery(browser, f"http://127.0.0.1:{deployment.api_port}")
+    ui = Gallery(browser, deployment_url(deployment))
     ui.sign_in(VIEWER, PASSWORD)
 
     # The run's page → its "Videos" tab: an iframe with the gallery.
@@ -115,9 +115,8 @@ def test_the_videos_tab_shows_and_plays_the_runs_videos(
 
     ui.wait_for_posters()
     mode = ui.links_mode()
-    played = ui.play("red-fox")
-    _assert_played(played)
-    shot = ui.screenshot(ARTIFACTS / "gallery-run-tab.png")
+    _assert_played(ui.play("red-fox"))
+    shot = ui.screenshot(ARTIFACTS / f"gallery-{version}-run-tab.png")
     print(f"\nAirflow {version}: the run's Videos tab ({mode} media links): {shot}")
     ui.leave_frame()
 
@@ -126,7 +125,7 @@ def test_the_videos_tab_shows_and_plays_the_runs_videos(
     ui.open_tab(f"/dags/{DAG_ID}/runs/{RUN_ID}")
     ui.cards(7)
     assert ui.theme() == "dark"
-    shot = ui.screenshot(ARTIFACTS / "gallery-run-tab-dark.png")
+    shot = ui.screenshot(ARTIFACTS / f"gallery-{version}-run-tab-dark.png")
     print(f"the run's Videos tab, dark theme: {shot}")
     ui.leave_frame()
     browser.execute_script("localStorage.setItem('theme', 'light')")
@@ -136,7 +135,7 @@ def test_the_videos_tab_shows_and_plays_the_runs_videos(
     (only,) = ui.cards(1)
     assert "A kite over a beach" in only["text"]
     ui.wait_for_posters()
-    shot = ui.screenshot(ARTIFACTS / "gallery-task-tab.png")
+    shot = ui.screenshot(ARTIFACTS / f"gallery-{version}-task-tab.png")
     print(f"the download task's Videos tab: {shot}")
     ui.leave_frame()
     ui.open_tab(f"/dags/{DAG_ID}/runs/{RUN_ID}/tasks/batch")
@@ -151,13 +150,32 @@ def test_the_videos_tab_shows_and_plays_the_runs_videos(
     assert browser.current_url.endswith(expected)
     played = ui.play("balloon")
     _assert_played(played)
-    shot = ui.screenshot(ARTIFACTS / "gallery-extra-link.png")
+    shot = ui.screenshot(ARTIFACTS / f"gallery-{version}-extra-link.png")
     print(f"the batch task's Videos extra link: {link} -> {shot}")
+
+    # A UI that keeps its token in local storage and sends it as a header (Airflow 3.0's did; 3.1.8
+    # and 3.3 use the login cookie): without the cookie the page uses that token, and <video>/<img>
+    # get signed, expiring links.
+    token = ui.api_token(VIEWER, PASSWORD)
+    browser.delete_cookie("_token")
+    browser.execute_script("localStorage.setItem('token', arguments[0])", token)
+    browser.get(f"{deployment_url(deployment)}/videoquery/dags/{DAG_ID}/runs/{RUN_ID}")
+    ui.cards(7)
+    assert ui.links_mode() == "signed"
+    ui.wait_for_posters()
+    _assert_played(ui.play("red-fox"))
+    shot = ui.screenshot(ARTIFACTS / f"gallery-{version}-signed-links.png")
+    print(f"without the login cookie, with a token in local storage (signed media links): {shot}")
+    browser.execute_script("localStorage.removeItem('token')")
 
     # What was shown is what was stored.
     stored = sorted(p.name for p in (folder / "batch").glob("*.mp4"))
     keys = ("paper-boat", "red-fox", "night-market", "balloon", "ridge-clouds")
     assert stored == sorted(f"{key}.mp4" for key in keys)
+
+
+def deployment_url(deployment: AirflowCluster) -> str:
+    return f"http://127.0.0.1:{deployment.api_port}"
 
 
 def _assert_played(played: dict[str, Any]) -> None:
@@ -259,6 +277,19 @@ class Gallery:
         result: dict[str, Any] = self.driver.execute_async_script(script, key)
         return result
 
+    def api_token(self, username: str, password: str) -> str:
+        """A JWT from Airflow's token endpoint, fetched by the page (same origin)."""
+        script = """
+        const done = arguments[arguments.length - 1];
+        fetch('/auth/token', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                              body: JSON.stringify({username: arguments[0], password: arguments[1]})})
+          .then(r => r.json()).then(body => done(body.access_token), err => done(String(err)));
+        """
+        self.driver.set_script_timeout(WAIT)
+        token = str(self.driver.execute_async_script(script, username, password))
+        assert token.count(".") == 2, token  # a JWT
+        return token
+
     def screenshot(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         time.sleep(0.5)  # the last frame painted
@@ -272,5 +303,9 @@ class Gallery:
             "//a[normalize-space(.)='Videos' and contains(@href, '/videoquery/')]", clickable=True
         )
         href = str(anchor.get_attribute("href"))
-        anchor.click()
+        before = set(self.driver.window_handles)
+        anchor.click()  # 3.3 opens an extra link in the same tab, 3.1 in a new one
+        opened = set(self.driver.window_handles) - before
+        if opened:
+            self.driver.switch_to.window(opened.pop())
         return href
