@@ -454,6 +454,21 @@ async def handle_openai_content(request: web.Request) -> web.StreamResponse:
             },
             status=400,
         )
+    # OpenAI's ``variant``: the video (default) or its thumbnail; the emulator has no spritesheet.
+    variant = request.query.get("variant", "video")
+    if variant == "thumbnail":
+        return web.Response(body=media.thumbnail_jpg(), content_type="image/jpeg")
+    if variant != "video":
+        return web.json_response(
+            {
+                "error": {
+                    "message": f"Invalid value for 'variant': {variant!r} (video or thumbnail here).",
+                    "type": "invalid_request_error",
+                    "code": "invalid_value",
+                }
+            },
+            status=400,
+        )
     if task.scenario.video_redirects > 0 or task.scenario.video_url is not None:
         location = reported_video_url(_base(request), request.host, task)
         return web.Response(status=302, headers={"Location": location})
