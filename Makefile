@@ -45,6 +45,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+## The gallery in the Airflow UI: airflow standalone on 127.0.0.1:8080 (DEMO_UI_PORT), the emulator, a run of
+## example_videoquery_gallery; prints the run's Videos tab and keeps running until Ctrl-C.
+DEMO_UI_PORT ?= 8080
+demo-ui: $(STAMP)
+	$(PY) scripts/demo_ui.py --port $(DEMO_UI_PORT)
+
 ## The test command: lint, types, then the suite.
 test: lint unit
 
