@@ -23,6 +23,7 @@ import pytest
 
 from airflow_provider_videoquery.hooks._http import GatewayConfig
 from tests.e2e.airflow_cluster import AirflowCluster, Emulator, tail
+from tests.e2e.pages import Page
 
 pytestmark = [
     pytest.mark.slow,
@@ -37,7 +38,6 @@ ARTIFACTS = REPO / "artifacts"
 CONN_ID = "videoquery_ui"
 DAG_ID = "videoquery_ui_connection_e2e"
 RUN_ID = "ui_run_1"
-WAIT = 60.0  # seconds for any one thing in the page to appear (a shared 2-core machine)
 
 #: What an untouched form stores: the hook's defaults, and null (= not set) for the optional texts.
 UNTOUCHED_EXTRA = {
@@ -164,22 +164,8 @@ def _stored_connection(cluster: AirflowCluster, conn_id: str) -> dict[str, Any]:
     }
 
 
-class ConnectionForm:
+class ConnectionForm(Page):
     """The admin pages of Airflow's UI, as a user clicks them (selectors read off the live page)."""
-
-    def __init__(self, driver: Any, base_url: str) -> None:
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        self.driver = driver
-        self.base_url = base_url
-        self.wait = WebDriverWait(driver, WAIT)
-
-    def _find(self, xpath: str, clickable: bool = False) -> Any:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions as ec
-
-        condition = ec.element_to_be_clickable if clickable else ec.visibility_of_element_located
-        return self.wait.until(condition((By.XPATH, xpath)))
 
     def _dialog(self) -> str:
         return "//*[@role='dialog']"

@@ -24,6 +24,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.e2e.airflow_cluster import AirflowCluster, Emulator, tail
+from tests.e2e.pages import WAIT, Page
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,7 +40,6 @@ EXAMPLE = REPO / "example_dags" / "example_videoquery_gallery.py"
 DAG_ID = "videoquery_gallery_e2e"
 RUN_ID = "gallery_run_1"
 VIEWER, PASSWORD = "viewer", f"pw-{secrets.token_hex(6)}"
-WAIT = 60.0
 
 
 def _airflow_version() -> str:
@@ -184,22 +184,8 @@ def _assert_played(played: dict[str, Any]) -> None:
     assert played["after"] > played["before"], played
 
 
-class Gallery:
+class Gallery(Page):
     """Airflow's UI and the gallery in it, as a user clicks them (selectors read off the live pages)."""
-
-    def __init__(self, driver: Any, base_url: str) -> None:
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        self.driver = driver
-        self.base_url = base_url
-        self.wait = WebDriverWait(driver, WAIT)
-
-    def _find(self, xpath: str, clickable: bool = False) -> Any:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions as ec
-
-        condition = ec.element_to_be_clickable if clickable else ec.visibility_of_element_located
-        return self.wait.until(condition((By.XPATH, xpath)))
 
     def sign_in(self, username: str, password: str) -> None:
         self.driver.get(f"{self.base_url}/")
