@@ -230,3 +230,22 @@ def test_a_download_video_uri_is_only_served_as_an_object_store_uri() -> None:
     assert model.servable(card, Kind.VIDEO) is None
     card = replace(_cards()[6], uri="file:///data/../etc/passwd", folder=None)
     assert model.servable(card, Kind.VIDEO) is None
+
+
+# -- URLs -------------------------------------------------------------------------------------------
+
+
+def test_tabs_and_links_carry_the_api_servers_base_path_and_encode_ids_as_path_segments() -> None:
+    from airflow_provider_videoquery.ui import urls
+
+    assert urls.tab_hrefs("/airflow/") == (
+        "/airflow/videoquery/dags/{DAG_ID}/runs/{RUN_ID}",
+        "/airflow/videoquery/dags/{DAG_ID}/runs/{RUN_ID}/tasks/{TASK_ID}/{MAP_INDEX}",
+    )
+    assert urls.tab_hrefs("/")[0] == "/videoquery/dags/{DAG_ID}/runs/{RUN_ID}"
+    run = "manual__2026-12-02T17:00:00+00:00"
+    assert urls.page_url("https://af.example.com/airflow/", "d", run, "t.g", 3) == (
+        "https://af.example.com/airflow/videoquery/dags/d/runs/manual__2026-12-02T17%3A00%3A00%2B00%3A00/tasks/t.g/3"
+    )
+    assert urls.page_url("/", "d", "r") == "/videoquery/dags/d/runs/r"
+    assert [urls.parse_map_index(v) for v in ("{MAP_INDEX}", "-1", "7", "-2", "x")] == [-1, -1, 7, None, None]
