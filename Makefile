@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-e2e test-distributed test-slow test-lowest test-wheel browser lint unit bench install clean
+.PHONY: demo demo-ui test test-e2e test-e2e-lowest test-distributed test-slow test-lowest test-wheel browser lint unit bench install clean
 
 # The newest Airflow we test with, and the lowest one pyproject.toml admits (tested without the S3 extra).
 # constraints/ pins every dependency as tested (pip freeze of a green run): installs are fast and repeatable.
@@ -28,7 +28,7 @@ $(LOWEST_STAMP): pyproject.toml constraints/airflow-$(AIRFLOW_LOWEST).txt
 	$(PYTHON) -m venv $(LOWEST_VENV)
 	$(LOWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LOWEST_VENV)/bin/python -m pip install --quiet -e . -c constraints/airflow-$(AIRFLOW_LOWEST).txt \
-		'apache-airflow==$(AIRFLOW_LOWEST)' pytest pytest-asyncio pytest-timeout 'moto[server]'
+		'apache-airflow==$(AIRFLOW_LOWEST)' pytest pytest-asyncio pytest-timeout 'moto[server]' selenium
 	touch $(LOWEST_STAMP)
 
 $(DIST_STAMP): pyproject.toml constraints/airflow-$(AIRFLOW_NEWEST).txt constraints/distributed-$(AIRFLOW_NEWEST).txt
@@ -45,6 +45,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+## The gallery in the Airflow UI: airflow standalone on 127.0.0.1:8080 (DEMO_UI_PORT), the emulator, a run of
+## example_videoquery_gallery; prints the run's Videos tab and keeps running until Ctrl-C.
+DEMO_UI_PORT ?= 8080
+demo-ui: $(STAMP)
+	$(PY) scripts/demo_ui.py --port $(DEMO_UI_PORT)
+
 ## The test command: lint, types, then the suite.
 test: lint unit
 
@@ -60,6 +66,10 @@ unit: $(STAMP)
 ## headless Chromium fills in the connection form (its screenshots go to artifacts/).
 test-e2e: $(STAMP) browser
 	VIDEOQUERY_E2E=1 $(PY) -m pytest -m '' tests/e2e
+
+## The gallery in a real browser on the lowest supported Airflow (3.1.8): its UI, tabs and login differ.
+test-e2e-lowest: $(LOWEST_STAMP) browser
+	VIDEOQUERY_E2E=1 $(LOWEST_VENV)/bin/python -m pytest -m '' tests/e2e/test_gallery.py
 
 ## The long tests left out of the default run (e.g. the batch example over 1,000 prompts).
 test-slow: $(STAMP)

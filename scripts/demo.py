@@ -55,9 +55,9 @@ def migrate() -> None:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
 
 
-def start_emulator(inline: bool) -> tuple[subprocess.Popen[str], str]:
+def start_emulator(inline: bool, *extra: str) -> tuple[subprocess.Popen[str], str]:
     command = [sys.executable, "-m", "airflow_provider_videoquery.emulator", "--port", "0"]
-    command += ["--api-key", DEMO_KEY, "--polls", "2"]
+    command += ["--api-key", DEMO_KEY, "--polls", "2", *extra]
     if inline:
         command += ["--scenario", json.dumps({"inline_video": True})]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -111,6 +111,10 @@ def run_dag(url: str, route: str) -> None:
     with stored.open("rb") as file:
         signature = "ok" if file.read(8)[4:8] == b"ftyp" else "MISSING"
     print(f"\n{stored.stat().st_size} bytes on disk, MP4 signature {signature}")
+    say(
+        "To see and play videos in the Airflow UI (a run's 'Videos' tab): make demo-ui\n"
+        "    (airflow standalone on http://127.0.0.1:8080 with example_videoquery_gallery; docs/gallery.md)"
+    )
 
 
 def xcom(dag_run: object, task_id: str, key: str = "return_value") -> object:

@@ -51,7 +51,16 @@ def test_returns_an_id_the_gateway_knows(emulator: Emulator, model: str, fields:
     assert video_task_id.startswith(f"{model}:")
     assert task.body == {"model": model, "prompt": "A cat surfing a wave at sunset", **fields}
     assert emulator.count(route="create") == 1
-    assert context["ti"].xcom == {"video_task_id": video_task_id}
+    pushed = context["ti"].xcom
+    assert pushed.keys() == {"video_task_id", "video_request"}
+    assert pushed["video_task_id"] == video_task_id
+    # What the gallery shows for the video a downstream download stores (docs/gallery.md).
+    assert pushed["video_request"] == {
+        "video_task_id": video_task_id,
+        "model": model,
+        "prompt": "A cat surfing a wave at sunset",
+        "created_at": pushed["video_request"]["created_at"],
+    }
     hook = VideoQueryHook()
     try:
         assert hook.get_task(video_task_id).id == video_task_id

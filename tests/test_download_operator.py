@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,14 @@ def test_finished_task_is_downloaded_into_folder(emulator: Any, tmp_path: Path) 
         "content_type": "video/mp4",
         "video_task_id": TASK,
         "thumbnail": None,
+        # No upstream VideoCreateOperator recorded this id: what was asked is not known here.
+        "prompt": None,
+        "model": None,
+        "created_at": None,
+        "stored_at": video["stored_at"],
+        "conn_id": None,
     }
+    assert datetime.fromisoformat(video["stored_at"]).tzinfo is not None
 
 
 def test_unfinished_task_defers_then_downloads(emulator: Any, tmp_path: Path) -> None:

@@ -46,3 +46,26 @@ def test_example_mapped_dag(airflow_db: str, emulator: Emulator, tmp_path: Path)
         assert stored.parent == tmp_path / "out"
         assert stored.read_bytes() == emulator.expected_video(row["video_task_id"])
     assert len(list((tmp_path / "out").iterdir())) == len(PROMPTS)
+    # Each download's video XCom carries the prompt and model its own create was asked (the gallery's).
+    videos = _videos_by_map_index(dag_run)
+    assert sorted(videos) == [0, 1, 2, 3]
+    for index, video in videos.items():
+        assert (video["prompt"], video["model"]) == (PROMPTS[index], "sora-2")
+        assert video["created_at"] <= video["stored_at"]
+
+
+def _videos_by_map_index(dag_run: Any) -> dict[int, dict[str, Any]]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == dag_run.dag_id,
+                XComModel.run_id == dag_run.run_id,
+                XComModel.task_id == "download",
+                XComModel.key == "video",
+            )
+        ).all()
+        return {row.map_index: XComModel.deserialize_value(row) for row in rows}

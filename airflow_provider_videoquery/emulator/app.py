@@ -442,6 +442,13 @@ async def handle_newapi_query(request: web.Request) -> web.StreamResponse:
     return web.json_response(render_newapi(_view(request, task, st)))
 
 
+def _openai_error(message: str, code: str) -> web.Response:
+    """A 400 in OpenAI's error shape."""
+    return web.json_response(
+        {"error": {"message": message, "type": "invalid_request_error", "code": code}}, status=400
+    )
+
+
 async def handle_openai_content(request: web.Request) -> web.StreamResponse:
     state = _state(request)
     peeked = state.peek(request.match_info["video_id"])
@@ -449,15 +456,14 @@ async def handle_openai_content(request: web.Request) -> web.StreamResponse:
         return web.json_response(TASK_NOT_EXIST, status=400)
     task, st = peeked
     if st.kind != "success" and task.last_kind != "success":
-        return web.json_response(
-            {
-                "error": {
-                    "message": f"Video is not ready yet, current status: {st.kind}",
-                    "type": "invalid_request_error",
-                    "code": "video_not_ready",
-                }
-            },
-            status=400,
+        return _openai_error(f"Video is not ready yet, current status: {st.kind}", "video_not_ready")
+    # OpenAI's ``variant``: the video (default) or its thumbnail; the emulator has no spritesheet.
+    variant = request.query.get("variant", "video")
+    if variant == "thumbnail":
+        return web.Response(body=media.thumbnail_jpg(), content_type="image/jpeg")
+    if variant != "video":
+        return _openai_error(
+            f"Invalid value for 'variant': {variant!r} (video or thumbnail here).", "invalid_value"
         )
     if task.scenario.video_redirects > 0 or task.scenario.video_url is not None:
         location = reported_video_url(_base(request), request.host, task)

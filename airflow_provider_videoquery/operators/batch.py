@@ -42,6 +42,7 @@ from airflow_provider_videoquery.images.refs import plain
 from airflow_provider_videoquery.ledger import Ledger
 from airflow_provider_videoquery.manifest import BatchInputError, Entry, Status
 from airflow_provider_videoquery.models import TaskStatus, VideoTask
+from airflow_provider_videoquery.operators._gallery import dataset_name, lineage
 from airflow_provider_videoquery.storage import (
     DEFAULT_MAX_BYTES,
     DownloadSettings,
@@ -55,6 +56,8 @@ from airflow_provider_videoquery.storage import (
 )
 from airflow_provider_videoquery.storage.paths import destination_uri
 from airflow_provider_videoquery.triggers.batch import VideoBatchTrigger
+from airflow_provider_videoquery.ui import xcom
+from airflow_provider_videoquery.ui.links import VideosLink
 from airflow_provider_videoquery.waiting import (
     DEFAULT_UNREACHABLE_TIMEOUT,
     refreshed,
@@ -106,7 +109,9 @@ class VideoBatchOperator(BaseOperator):
     :class:`~airflow_provider_videoquery.operators.videoquery.VideoDownloadOperator`). The manifest
     (``<destination>/manifest.jsonl`` by default) holds one JSON object per request: ``key``, ``model``,
     ``video_task_id``, ``status`` (``succeeded``, ``failed``, ``timeout``, ``error``, ``uncertain``, …),
-    ``uri``, ``bytes``, ``sha256``, ``error`` and the ``request`` itself. XCom ``summary``: the counts.
+    ``uri``, ``bytes``, ``sha256``, ``error``, ``created_at``/``stored_at`` (epoch seconds) and the
+    ``request`` itself. XCom ``summary``: the counts; XCom ``ledger``: where the manifest and videos are
+    (what the gallery reads, as the "Videos" extra link shows: docs/gallery.md).
 
     Paid once: an id is recorded in the manifest as soon as the gateway returns it; a rerun reuses
     recorded ids and keeps stored videos that still verify (size and sha256). A create the gateway may
@@ -147,6 +152,7 @@ class VideoBatchOperator(BaseOperator):
     template_fields: Sequence[str] = ("requests", "destination", "manifest")
     template_fields_renderers = {"requests": "json"}
     ui_color = "#f0e4ff"
+    operator_extra_links = (VideosLink(),)
 
     def __init__(
         self,
@@ -236,6 +242,9 @@ class VideoBatchOperator(BaseOperator):
             self._check_requests(entries)
             self._verify_stored(entries)
             self._compact(entries, others)  # the merged requests become the manifest's snapshot
+            folder = object_uri(self.folder)
+            pointer = xcom.ledger_pointer(self._manifest_uri, folder, self.destination_conn_id)
+            context["ti"].xcom_push(key=xcom.LEDGER_KEY, value=pointer)
             return self._wave(context, entries, others, {})
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
@@ -518,6 +527,7 @@ class VideoBatchOperator(BaseOperator):
             self.log.warning("Could not store %r: %s", entry.key, err)
             return
         entry.stored(stored.uri, stored.size, stored.sha256)
+        entry.extra["stored_at"] = time.time()
 
     def _store_one(self, entry: Entry, settings: DownloadSettings, client: httpx.Client) -> StoredObject:
         """Re-read the finished task for its (signed) URL, which events leave out, then store the file."""
@@ -606,6 +616,7 @@ class VideoBatchOperator(BaseOperator):
             self.log.warning("The gateway refused the create of %r: %s", entry.key, err)
             return None
         entry.created(task.id, time.time())
+        entry.extra["created_at"] = entry.waiting_since
         if task.status is TaskStatus.FAILED:
             entry.ended(Status.FAILED, task.error or "the gateway failed the task at once")
         return None
@@ -676,6 +687,12 @@ class VideoBatchOperator(BaseOperator):
 
     def _deadline(self, entry: Entry) -> float:
         return float(entry.waiting_since or time.time()) + self.timeout
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage, when its provider is installed: the requests file in; the manifest and the
+        destination folder out (one dataset for the folder, not one per video)."""
+        inputs = [dataset_name(destination_uri(self.requests))] if isinstance(self.requests, str) else []
+        return lineage(inputs, [self._manifest_uri, object_uri(self.folder)])
 
     # -- verifying and finishing ---------------------------------------------------------------------
 

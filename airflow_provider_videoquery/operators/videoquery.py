@@ -22,6 +22,7 @@ from airflow_provider_videoquery.hooks._http import RetryPolicy, uncertain_error
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
 from airflow_provider_videoquery.images.inputs import ImageInputs
 from airflow_provider_videoquery.models import TaskStatus, VideoTask, display_url
+from airflow_provider_videoquery.operators._gallery import lineage, video_details
 from airflow_provider_videoquery.storage import (
     DEFAULT_MAX_BYTES,
     ContentKind,
@@ -33,6 +34,8 @@ from airflow_provider_videoquery.storage import (
     store_url,
 )
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
+from airflow_provider_videoquery.ui import xcom
+from airflow_provider_videoquery.ui.links import VideosLink
 from airflow_provider_videoquery.waiting import (
     DEFAULT_NOT_FOUND_GRACE,
     DEFER_MARGIN,
@@ -121,6 +124,7 @@ class VideoCreateOperator(BaseOperator):
         ti = context.get("ti")
         if ti is not None:
             ti.xcom_push(key="video_task_id", value=task.id)
+            ti.xcom_push(key=xcom.REQUEST_KEY, value=xcom.video_request(task.id, self.model, self.prompt))
         ensure_not_failed(task)
         return task.id
 
@@ -267,7 +271,10 @@ class VideoDownloadOperator(BaseOperator):
     the gateway reports inline (``data:video/mp4;base64,…``) is decoded and stored the same way.
 
     Return value: the stored object's URI (``s3://bucket/key``, ``file:///…``; no connection id).
-    XCom ``video``: ``{uri, video_url, bytes, sha256, content_type, video_task_id, thumbnail}``.
+    XCom ``video``: ``{uri, video_url, bytes, sha256, content_type, video_task_id, thumbnail, prompt,
+    model, created_at, stored_at, conn_id}``; prompt, model and created_at come from the upstream
+    ``VideoCreateOperator`` that returned the id (null for an id created elsewhere). The "Videos" extra
+    link opens the task's gallery (docs/gallery.md).
     Outlets: each ``Asset`` gets that dict as its event's extra; an ``AssetAlias`` gets an event for
     an ``Asset`` at the stored URI.
 
@@ -292,6 +299,7 @@ class VideoDownloadOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("video_task_id", "destination")
     ui_color = "#e4ffe9"
+    operator_extra_links = (VideosLink(),)
 
     def __init__(
         self,
@@ -431,8 +439,10 @@ class VideoDownloadOperator(BaseOperator):
             "content_type": video.content_type,
             "video_task_id": task.id,
             "thumbnail": thumbnail.uri if thumbnail else None,
+            **video_details(context, self, task.id, self.destination_conn_id, VideoCreateOperator),
         }
-        context["ti"].xcom_push(key="video", value=metadata)
+        self._stored_uri = video.uri
+        context["ti"].xcom_push(key=xcom.VIDEO_KEY, value=metadata)
         self._emit_asset_events(context, metadata)
         verb = "Kept the identical" if video.reused else "Stored the"
         self.log.info("%s video of task %r at %s", verb, task.id, video.uri)
@@ -456,6 +466,13 @@ class VideoDownloadOperator(BaseOperator):
             client=client,
             what=f"the thumbnail of task {task.id!r}",
         )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage, when its provider is installed: the gateway's task in, the stored video out."""
+        stored = getattr(self, "_stored_uri", None)
+        if stored is None:
+            return None
+        return lineage([(self.hook.config.base_url, self.video_task_id)], [stored])
 
     def _emit_asset_events(self, context: Context, metadata: dict[str, Any]) -> None:
         """Attach the metadata to each outlet's asset event; an alias resolves to the stored URI."""

@@ -15,9 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import pytest
 
 from airflow_provider_videoquery.hooks._http import GatewayConfig
 from tests.e2e.airflow_cluster import AirflowCluster, Emulator, tail
+from tests.e2e.pages import Page
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,7 +38,6 @@ ARTIFACTS = REPO / "artifacts"
 CONN_ID = "videoquery_ui"
 DAG_ID = "videoquery_ui_connection_e2e"
 RUN_ID = "ui_run_1"
-WAIT = 60.0  # seconds for any one thing in the page to appear (a shared 2-core machine)
 
 #: What an untouched form stores: the hook's defaults, and null (= not set) for the optional texts.
 UNTOUCHED_EXTRA = {
@@ -78,46 +76,6 @@ with DAG(dag_id="{DAG_ID}", schedule=None, start_date=datetime(2025, 1, 1), catc
         timeout=300,
     )
 '''
-
-
-def _browser_paths() -> tuple[str, str]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip(
-            "Chromium or chromedriver is not installed (Debian: apt-get install -y chromium "
-            "chromium-driver; `make test-e2e` installs them where apt-get can)"
-        )
-    return chromium, driver
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    chromium, driver_path = _browser_paths()
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the test extra")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",  # root in CI
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        # No calls home: the machine's network is closed, and Chromium would retry them.
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1400,1800",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_the_connection_form_in_a_browser(tmp_path: Path, browser: Any) -> None:
@@ -206,22 +164,8 @@ def _stored_connection(cluster: AirflowCluster, conn_id: str) -> dict[str, Any]:
     }
 
 
-class ConnectionForm:
+class ConnectionForm(Page):
     """The admin pages of Airflow's UI, as a user clicks them (selectors read off the live page)."""
-
-    def __init__(self, driver: Any, base_url: str) -> None:
-        from selenium.webdriver.support.ui import WebDriverWait
-
-        self.driver = driver
-        self.base_url = base_url
-        self.wait = WebDriverWait(driver, WAIT)
-
-    def _find(self, xpath: str, clickable: bool = False) -> Any:
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions as ec
-
-        condition = ec.element_to_be_clickable if clickable else ec.visibility_of_element_located
-        return self.wait.until(condition((By.XPATH, xpath)))
 
     def _dialog(self) -> str:
         return "//*[@role='dialog']"

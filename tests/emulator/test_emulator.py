@@ -138,6 +138,11 @@ def test_openai_routes(emu: Emulator, client: httpx.Client) -> None:
     content = client.get(f"/v1/videos/{video_id}/content")
     assert content.status_code == 200
     assert content.content == sample_mp4()
+    thumbnail = client.get(f"/v1/videos/{video_id}/content", params={"variant": "thumbnail"})
+    assert thumbnail.status_code == 200
+    assert thumbnail.headers["content-type"] == "image/jpeg"
+    assert thumbnail.content[:3] == b"\xff\xd8\xff"  # a JPEG
+    assert client.get(f"/v1/videos/{video_id}/content", params={"variant": "spritesheet"}).status_code == 400
     assert (
         client.get(f"/v1/videos/{video_id}/content", headers={"Authorization": "Bearer nope"}).status_code
         == 401

@@ -81,7 +81,14 @@ def test_wheel_carries_the_package_and_nothing_from_tests(dist: Path) -> None:
         names = archive.namelist()
         metadata = archive.read(f"airflow_provider_videoquery-{VERSION}.dist-info/METADATA").decode()
         entry_points = archive.read(f"airflow_provider_videoquery-{VERSION}.dist-info/entry_points.txt")
-    for needed in ("py.typed", "emulator/assets/sample.mp4", "emulator/assets/thumb.jpg", "__init__.py"):
+    gallery = ("ui/static/page.html", "ui/static/gallery.js", "ui/static/gallery.css", "ui/static/icon.svg")
+    for needed in (
+        "py.typed",
+        "emulator/assets/sample.mp4",
+        "emulator/assets/thumb.jpg",
+        "__init__.py",
+        *gallery,
+    ):
         assert f"{PACKAGE}/{needed}" in names, needed
     assert f"airflow_provider_videoquery-{VERSION}.dist-info/licenses/LICENSE" in names
     outside = sorted({name.split("/")[0] for name in names} - {PACKAGE, f"{PACKAGE}-{VERSION}.dist-info"})
@@ -91,6 +98,10 @@ def test_wheel_carries_the_package_and_nothing_from_tests(dist: Path) -> None:
     assert f"Version: {VERSION}" in metadata
     assert "github.com" not in metadata.lower()  # no invented project URLs
     assert b"provider_info = airflow_provider_videoquery:get_provider_info" in entry_points
+    assert (
+        b"[airflow.plugins]\nvideoquery_gallery = airflow_provider_videoquery.ui.plugin:VideoGalleryPlugin"
+        in (entry_points)
+    )
 
 
 def test_sdist_carries_what_the_readme_links(dist: Path) -> None:
