@@ -299,6 +299,38 @@ def pair(requests: list[Entry], recorded: list[Entry]) -> tuple[Pairs, list[Entr
     return pairs, list(by_key.values())
 
 
+def shard_of(key: str, shards: int) -> int:
+    """The shard (0 … ``shards`` - 1) that ``key`` belongs to: a digest of the key alone, so a request
+    stays in its shard whatever the list's order or length (a derived key is its content's digest)."""
+    digest = hashlib.sha256(key.casefold().encode()).digest()
+    return int.from_bytes(digest[:8], "big") % max(1, shards)
+
+
+def sharded_name(name: str, shard: int, shards: int) -> str:
+    """The manifest file name of one shard: ``manifest.jsonl`` → ``manifest-002-of-004.jsonl``."""
+    if shards <= 1:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    if not dot:
+        stem, suffix = name, "jsonl"
+    return f"{stem}-{shard:03d}-of-{shards:03d}.{suffix}"
+
+
+def adopted(requests: list[Entry], siblings: Iterable[list[Entry]]) -> list[Entry]:
+    """Entries other ledgers of the same destination recorded for these requests (the first one that
+    holds an id, or else any, per key): what a batch split anew into shards carries over, so that a
+    request that moved to another shard is not paid for again."""
+    found: dict[str, Entry] = {}
+    for entries in siblings:
+        for request, old in pair(requests, entries)[0]:
+            if old is None:
+                continue
+            kept = found.get(request.key)
+            if kept is None or (kept.video_task_id is None and old.video_task_id is not None):
+                found[request.key] = old
+    return list(found.values())
+
+
 def merge(
     requests: list[Entry], recorded: list[Entry], now: float, retry_uncertain: bool = False
 ) -> tuple[list[Entry], list[Entry]]:

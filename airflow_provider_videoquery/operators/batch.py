@@ -24,6 +24,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperat
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_videoquery import lease, manifest
+from airflow_provider_videoquery import ledger as ledger_file
 from airflow_provider_videoquery.events import EventStatus
 from airflow_provider_videoquery.exceptions import (
     VideoCreateUncertainError,
@@ -147,6 +148,13 @@ class VideoBatchOperator(BaseOperator):
     :param unreachable_timeout: seconds the trigger keeps polling an address where nothing answers
         (refused, unknown host) before a task that has not been answered once in the wave ends
         (3 minutes by default, at most 5), as for ``VideoTaskSensor``.
+    :param shards: split the requests into this many shards, one task each (map ``shard`` over
+        ``range(shards)``): a request belongs to the shard its key's digest names, whatever its position,
+        and each shard has a ledger of its own (``manifest-002-of-004.jsonl``). A shard starting fresh
+        carries over what the destination's other ledgers recorded for its requests, so a batch split
+        anew is not paid for again. ``max_active`` and ``creates_per_second`` are per shard: divide
+        the gateway's limits by ``shards`` (docs/batch.md, "Shards").
+    :param shard: which shard this task works on (0 … ``shards`` - 1).
     """
 
     template_fields: Sequence[str] = ("requests", "destination", "manifest")
@@ -178,6 +186,8 @@ class VideoBatchOperator(BaseOperator):
         max_bytes: int = DEFAULT_MAX_BYTES,
         progress_interval: float = 60.0,
         unreachable_timeout: float = DEFAULT_UNREACHABLE_TIMEOUT,
+        shards: int = 1,
+        shard: int = 0,
         wait_for_manifest: float = 0.0,
         **kwargs: Any,
     ) -> None:
@@ -204,6 +214,8 @@ class VideoBatchOperator(BaseOperator):
         self.progress_interval = float(progress_interval)
         self.unreachable_timeout = unreachable_timeout_checked(unreachable_timeout)
         self.wait_for_manifest = max(0.0, float(wait_for_manifest))
+        self.shards = int(shards)
+        self.shard = int(shard)
         self._lease: lease.Lease | None = None
         self._ledger: Ledger | None = None
         self._deferred_until: float | None = None
@@ -225,6 +237,14 @@ class VideoBatchOperator(BaseOperator):
 
     @cached_property
     def manifest_path(self) -> ObjectStoragePath:
+        """This batch's (or shard's) manifest: ``manifest=``, or ``manifest.jsonl`` in the destination;
+        a shard's name carries its number (``manifest-002-of-004.jsonl``)."""
+        base = self._base_manifest
+        return base.with_name(manifest.sharded_name(base.name, self.shard, self.shards))
+
+    @cached_property
+    def _base_manifest(self) -> ObjectStoragePath:
+        """The manifest's name before a shard's number goes into it."""
         if self.manifest:
             return ObjectStoragePath(destination_uri(self.manifest), conn_id=self.destination_conn_id)
         return self.folder / "manifest.jsonl"
@@ -334,17 +354,52 @@ class VideoBatchOperator(BaseOperator):
     # -- the manifest --------------------------------------------------------------------------------
 
     def _requests(self) -> list[Entry]:
-        """The requests, validated and keyed (all problems at once)."""
+        """The requests (this shard's), validated and keyed (all of them, all problems at once)."""
+        if not (self.shards >= 1 and 0 <= self.shard < self.shards):
+            raise AirflowFailException(
+                f"Batch {self.task_id!r}: shard {self.shard} of {self.shards} does not exist: shards must "
+                "be at least 1 and shard between 0 and shards - 1 (map it over range(shards)). Nothing "
+                "was created."
+            )
         try:
-            return manifest.parse_requests(self._request_items())
+            requests = manifest.parse_requests(self._request_items())
         except BatchInputError as err:
             raise AirflowFailException(f"Batch {self.task_id!r}: {err} Nothing was created.") from None
+        if self.shards == 1:
+            return requests
+        return [r for r in requests if manifest.shard_of(r.key, self.shards) == self.shard]
+
+    def _sibling_ledgers(self, requests: list[Entry], recorded: list[Entry]) -> list[Entry]:
+        """What the destination's other ledgers (the unsharded manifest, other shardings) recorded for
+        requests this ledger does not hold yet: read, never written (they have leases of their own)."""
+        own = {entry.key for entry in recorded}
+        missing = [request for request in requests if request.key not in own]
+        parent, name = self.manifest_path.parent, self.manifest_path.name
+        stem = name.split("-", 1)[0].rsplit(".", 1)[0] if self.shards > 1 else name.rsplit(".", 1)[0]
+        if not missing:
+            return []
+        fs = self.manifest_path.fs
+        fs.invalidate_cache(parent.path)
+        names = sorted(p for p in fs.glob(f"{parent.path}/{stem}*.jsonl") if p != self.manifest_path.path)
+        siblings = [
+            ledger_file.read(fs, path, f"{object_uri(parent)}/{path.rsplit('/', 1)[-1]}") for path in names
+        ]
+        found = manifest.adopted(missing, siblings)
+        if found:
+            self.log.info(
+                "Carried over %d request(s) the destination's other ledgers recorded (%s): their ids are "
+                "reused, nothing is paid for again.",
+                len(found),
+                ", ".join(path.rsplit("/", 1)[-1] for path in names),
+            )
+        return found
 
     def _load(self, requests: list[Entry], fresh: bool) -> tuple[list[Entry], list[Entry]]:
         """This batch's entries (in request order) and the manifest's other keys (kept untouched)."""
         try:
             recorded = self._book.load()
             if fresh:
+                recorded += self._sibling_ledgers(requests, recorded)
                 return manifest.merge(requests, recorded, time.time(), self.retry_uncertain_creates)
         except BatchInputError as err:
             raise AirflowFailException(f"Batch {self.task_id!r}: {err} Nothing was created.") from None
