@@ -107,8 +107,8 @@ class Handler(BaseHTTPRequestHandler):
 
 def wire(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     """An HTTP/1.1 answer as written on the wire (for :meth:`Handler.trickle`)."""
-    lines = [f"HTTP/1.1 {status} X", "Content-Type: application/json", f"Content-Length: {len(body)}"]
-    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    fields = {"Content-Type": "application/json", **(headers or {}), "Content-Length": str(len(body))}
+    lines = [f"HTTP/1.1 {status} X"] + [f"{name}: {value}" for name, value in fields.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 

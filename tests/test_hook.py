@@ -165,14 +165,26 @@ def test_retry_after_is_honoured(emulator: Emulator, sleeps: list[float]) -> Non
     assert sleeps == [3.0]
 
 
-def test_slow_headers_past_the_read_timeout_are_retried(
-    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+def test_slow_headers_past_the_read_timeout_are_retried_in_the_triggerer(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_VIDEOQUERY_DEFAULT", connection_json(emulator.url, timeout=0.2))
     emulator.add_task("veo3:t1", Scenario(family="veo", polls_to_complete=1))
     emulator.add_fault(Fault("slow_headers", route="query", times=1, delay=1.0))
-    assert hook().get_task("veo3:t1").status is TaskStatus.SUCCEEDED
-    assert len(sleeps) == 1
+    assert asyncio.run(hook().aget_task("veo3:t1")).status is TaskStatus.SUCCEEDED
+
+
+def test_on_the_worker_a_query_ends_within_the_connections_timeout(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, sleeps: list[float]
+) -> None:
+    """The connection's timeout is the total of a sync call: a timed-out try leaves no time for another
+    (the wait polls again later)."""
+    monkeypatch.setenv("AIRFLOW_CONN_VIDEOQUERY_DEFAULT", connection_json(emulator.url, timeout=0.2))
+    emulator.add_task("veo3:t1", Scenario(family="veo", polls_to_complete=1))
+    emulator.add_fault(Fault("slow_headers", route="query", times=1, delay=1.0))
+    with pytest.raises(VideoQueryTransientError, match=r"after 1 attempt .*would pass the deadline"):
+        hook().get_task("veo3:t1")
+    assert sleeps == []
 
 
 def test_backoff_grows_and_gives_up_with_a_clear_error(emulator: Emulator, sleeps: list[float]) -> None:

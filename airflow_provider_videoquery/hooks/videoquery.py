@@ -22,6 +22,7 @@ from airflow_provider_videoquery.exceptions import (
     VideoQueryError,
     VideoQueryResponseError,
 )
+from airflow_provider_videoquery.hooks._deadline import SocketDeadline
 from airflow_provider_videoquery.hooks._http import (
     Action,
     AnswerBody,
@@ -104,7 +105,10 @@ class VideoQueryHook(BaseHook):
     @cached_property
     def _sync_client(self) -> httpx.Client:
         verify, proxy = self.config.client_key
-        transport = httpx.HTTPTransport(verify=verify, proxy=proxy)
+        # No keep-alive: the call's deadline watches the socket of each new connection (a reused one
+        # would go unwatched); the sync path makes few calls.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        transport = httpx.HTTPTransport(verify=verify, proxy=proxy, limits=limits)
         return httpx.Client(transport=transport, timeout=self.config.timeout)
 
     def close(self) -> None:
@@ -146,9 +150,11 @@ class VideoQueryHook(BaseHook):
     ) -> VideoTask:
         """Query a task once (transient failures are retried) and normalize the answer.
 
-        ``deadline`` (epoch seconds): no backoff or ``Retry-After`` sleep runs past it.
+        The whole call, its retries included, ends within the connection's timeout (a server that
+        trickles its answer cannot hold it). ``deadline`` (epoch seconds): no backoff or
+        ``Retry-After`` sleep runs past it either.
         """
-        return self._call_sync(lambda: self._query(video_task_id, route, deadline))
+        return self._call_sync(lambda ends: self._query(video_task_id, route, _sooner(deadline, ends)))
 
     async def aget_task(
         self, video_task_id: str, route: str | Route | None = None, *, deadline: float | None = None
@@ -163,16 +169,17 @@ class VideoQueryHook(BaseHook):
         through unchanged.
 
         A create is not idempotent, so it is retried only when the gateway surely did not take it
-        (429/503, a refused key, or no connection was made).
+        (429/503, a refused key, or no connection was made). It ends within the connection's timeout.
         """
-        return self._call_sync(lambda: self._create({"model": model, "prompt": prompt, **fields}, route))
+        body = {"model": model, "prompt": prompt, **fields}
+        return self._call_sync(lambda ends: self._create(body, route, ends))
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: query a made-up task; only the gateway's own JSON "unknown task" answer
         proves the key (a website, a bare 404 or a login redirect fails, saying what was reached)."""
         probe = VideoQueryHook(self.videoquery_conn_id, self.route, RetryPolicy(max_attempts=2))
         try:
-            return probe._run_sync(probe._probe())
+            return probe._call_sync(probe._probe)
         except Exception as err:
             return False, str(err)
         finally:
@@ -198,15 +205,17 @@ class VideoQueryHook(BaseHook):
             route_spec.statuses,
         )
 
-    def _probe(self) -> Generator[Action, Outcome, tuple[bool, str]]:
+    def _probe(self, deadline: float | None = None) -> Generator[Action, Outcome, tuple[bool, str]]:
         config, resolved = self.config, self._resolve_route(None)
         what = f"Testing the connection {self.videoquery_conn_id!r} at {config.base_url}"
         request = _get(config, config.query_url(PROBE_TASK_ID, resolved))
-        response = yield from exchange(request, self.retry_policy, what, check_status=False)
+        response = yield from exchange(
+            request, self.retry_policy, what, deadline=deadline, check_status=False
+        )
         return verdict(response, config.base_url, resolved.value)
 
     def _create(
-        self, body: dict[str, Any], route: str | Route | None
+        self, body: dict[str, Any], route: str | Route | None, deadline: float | None = None
     ) -> Generator[Action, Outcome, VideoTask]:
         config, resolved = self.config, self._resolve_route(route)
         what = f"Creating a {body.get('model')!r} video task at {config.base_url}"
@@ -217,7 +226,7 @@ class VideoQueryHook(BaseHook):
             json=body,
             extensions={"timeout": config.timeout.as_dict()},
         )
-        response = yield from exchange(request, self.retry_policy, what, idempotent=False)
+        response = yield from exchange(request, self.retry_policy, what, idempotent=False, deadline=deadline)
         try:
             task = _created(spec(resolved), response, what)
         except VideoCreateUncertainError:
@@ -230,15 +239,19 @@ class VideoQueryHook(BaseHook):
 
     # -- drivers: the only places that do I/O --------------------------------------------------------
 
-    def _call_sync(self, plan: Callable[[], Generator[Action, Outcome, T]]) -> T:
-        """Run a plan; on a refused key, look the connection up again and, if its key changed, rerun once."""
+    def _call_sync(self, plan: Callable[[float], Generator[Action, Outcome, T]]) -> T:
+        """Run a plan within the connection's timeout, a total for the call (``plan`` gets its end, in
+        epoch seconds); on a refused key, look the connection up again and, if its key changed, rerun
+        once (within the same total)."""
+        total = self.config.read_timeout
+        ends = time.time() + total
         try:
-            return self._run_sync(plan())
+            return self._run_sync(plan(ends), ends, total)
         except VideoQueryAuthError:
             stale = self.__dict__.pop("config", None)
             if not self._key_rotated(stale, self.config):
                 raise
-        return self._run_sync(plan())
+        return self._run_sync(plan(ends), ends, total)
 
     async def _call_async(self, plan: Callable[[], Generator[Action, Outcome, T]]) -> T:
         """:meth:`_call_sync` for the triggerer: the new lookup goes past the per-loop cache too."""
@@ -263,20 +276,22 @@ class VideoQueryHook(BaseHook):
         )
         return True
 
-    def _run_sync(self, plan: Generator[Action, Outcome, T]) -> T:
+    def _run_sync(self, plan: Generator[Action, Outcome, T], ends: float, total: float) -> T:
         client = self.get_conn()
         outcome: Outcome = None
-        try:
-            while True:
-                action = plan.send(outcome)
-                if isinstance(action, float):
-                    time.sleep(action)
-                    outcome = None
-                    continue
-                outcome = self._send_sync(client, action)
-        except StopIteration as done:
-            result: T = done.value
-            return result
+        why = f"the connection's timeout, {total:g}s for the whole call"
+        with SocketDeadline(ends, why) as deadline:
+            try:
+                while True:
+                    action = plan.send(outcome)
+                    if isinstance(action, float):
+                        time.sleep(action)
+                        outcome = None
+                        continue
+                    outcome = self._send_sync(client, action, deadline)
+            except StopIteration as done:
+                result: T = done.value
+                return result
 
     async def _run_async(self, plan: Generator[Action, Outcome, T]) -> T:
         client = await self._aclient()
@@ -296,8 +311,9 @@ class VideoQueryHook(BaseHook):
     # Sending: the answer with its body read under the cap, or whatever failed; the plan decides what
     # that means (transient, unreadable, uncertain).
 
-    def _send_sync(self, client: httpx.Client, request: httpx.Request) -> Outcome:
+    def _send_sync(self, client: httpx.Client, request: httpx.Request, deadline: SocketDeadline) -> Outcome:
         body = AnswerBody(self.config.max_answer_bytes)
+        request.extensions.update(deadline.extensions())
         try:
             response = client.send(request, stream=True)
             try:
@@ -306,7 +322,7 @@ class VideoQueryHook(BaseHook):
             finally:
                 response.close()
         except Exception as err:
-            return err
+            return deadline.error() if deadline.expired else err
         return body.response(response)
 
     async def _send_async(self, client: httpx.AsyncClient, request: httpx.Request) -> Outcome:
@@ -331,6 +347,10 @@ def _created(route: RouteSpec, response: httpx.Response, what: str) -> VideoTask
     if new_id is None:
         raise VideoQueryResponseError(f"the answer names no task id: {elide_inline(answer)!r}")
     return parse_task(created, new_id, statuses=route.statuses)
+
+
+def _sooner(deadline: float | None, ends: float) -> float:
+    return ends if deadline is None else min(deadline, ends)
 
 
 def _unwrap(route: RouteSpec, answer: dict[str, Any], what: str) -> Mapping[str, Any] | None:

@@ -31,6 +31,7 @@ import httpx
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_videoquery.exceptions import VideoDownloadError
+from airflow_provider_videoquery.hooks._deadline import SocketDeadline
 from airflow_provider_videoquery.hooks._http import (
     RETRYABLE_STATUS,
     GatewayConfig,
@@ -55,6 +56,10 @@ CHUNK_SIZE = 1 * MiB
 DEFAULT_MAX_BYTES = 8 * 1024 * MiB
 DEFAULT_MAX_REDIRECTS = 5
 DEFAULT_DOWNLOAD_RETRY = RetryPolicy(max_attempts=5, base_delay=1.0, max_delay=30.0)
+#: A download, its retries included, gets max(DEFAULT_MIN_DEADLINE, size / DEFAULT_MIN_RATE) seconds:
+#: 5 minutes, or the time the file takes at 64 KiB/s (512 kbit/s, slower than any real link) if longer.
+DEFAULT_MIN_DEADLINE = 300.0
+DEFAULT_MIN_RATE = 64 * 1024
 
 _SNIFF_BYTES = 16
 _PREVIEW_BYTES = 120
@@ -81,6 +86,11 @@ class DownloadSettings:
         port) receive ``trusted_headers`` (the API key), e.g. the OpenAI-style ``/v1/videos/{id}/content``.
     :param allowed_hosts: when not empty, every hop must be on one of these hosts (``*.example.com``
         or ``.example.com`` also allow subdomains); the trusted origin itself is always allowed.
+    :param min_deadline: seconds a download (all its attempts) gets at least; the first answer's
+        headers must arrive within it.
+    :param min_rate: bytes per second a download is given time for: it must end within
+        ``max(min_deadline, size / min_rate)`` seconds, the size being the announced Content-Length (or
+        ``max_bytes`` when the server announces none). A server that trickles cannot hold the worker.
     """
 
     max_bytes: int = DEFAULT_MAX_BYTES
@@ -96,6 +106,14 @@ class DownloadSettings:
     trusted_verify_ssl: bool = True
     #: the connection's explicit proxy; None: the environment's (see ``hooks._http.proxy_for``).
     proxy: str | None = None
+    min_deadline: float = DEFAULT_MIN_DEADLINE
+    min_rate: float = DEFAULT_MIN_RATE
+
+    def budget(self, size: int | None) -> float:
+        """Seconds a download of ``size`` bytes (None: unknown yet) gets, its retries included."""
+        if size is None:
+            return self.min_deadline
+        return max(self.min_deadline, size / self.min_rate)
 
     @classmethod
     def for_gateway(cls, config: GatewayConfig, **overrides: Any) -> DownloadSettings:
@@ -268,6 +286,8 @@ class _Download:
         self.progress: _Progress | None = None
         #: The host the body being read came from, when it is not the gateway (its bytes are not shown).
         self.body_host: str | None = None
+        self.started = time.time()
+        self.deadline = SocketDeadline(self.started + settings.budget(None), "the download's deadline")
 
     @property
     def label(self) -> str:
@@ -275,7 +295,8 @@ class _Download:
 
     def run(self) -> StoredObject:
         try:
-            digest = self._fetch_with_retries()
+            with self.deadline:
+                digest = self._fetch_with_retries()
             return self._place(digest)
         except BaseException as err:
             self._drop_sink()
@@ -292,12 +313,15 @@ class _Download:
                 break
             except _Transient as err:
                 attempt += 1
+                delay = policy.delay(attempt - 1, err.retry_after)
+                ends = self.deadline.ends or float("inf")
+                if self.deadline.expired or time.time() + delay >= ends:
+                    raise self._too_slow(err) from None
                 if attempt >= policy.max_attempts:
                     raise VideoDownloadError(
                         f"Downloading {self.label} still failed after {attempt} attempts: {err}. "
                         "The server looks unwell; retry the task later."
                     ) from None
-                delay = policy.delay(attempt - 1, err.retry_after)
                 resume = self.sink.size if self.sink is not None and self.resumable else 0
                 log.warning(
                     "Downloading %s failed (%s); attempt %d of %d in %.1fs, %s.",
@@ -404,7 +428,9 @@ class _Download:
             headers["Range"] = f"bytes={offset}-"
             if self.validator:
                 headers["If-Range"] = self.validator
-        request = self.client.build_request("GET", url, headers=headers)
+        request = self.client.build_request(
+            "GET", url, headers=headers, extensions=self.deadline.extensions()
+        )
         try:
             return self.client.send(request, stream=True)
         except httpx.TransportError as err:
@@ -484,6 +510,10 @@ class _Download:
                 f"Downloading {self.label}: the server announces {total} bytes, above max_bytes="
                 f"{self.settings.max_bytes}. Raise max_bytes if this size is expected."
             )
+        # The deadline, until now the headers' own, becomes the whole file's.
+        self.deadline.move_to(
+            self.started + self.settings.budget(self.settings.max_bytes if total is None else total)
+        )
         validator = response.headers.get("etag", "")
         self.validator = (
             validator
@@ -526,6 +556,7 @@ class _Download:
         received = offset
         readinto: Readinto | None = response.extensions.get(READINTO)
         blocks = _read_blocks(readinto) if readinto is not None else _join_chunks(response.iter_raw())
+        head = b""  # the body's start, until it is long enough to tell what it is
         try:
             for block in blocks:
                 received += len(block)
@@ -534,8 +565,10 @@ class _Download:
                         f"Downloading {self.label}: more than max_bytes={self.settings.max_bytes} bytes "
                         "arrived; stopped. Raise max_bytes if this size is expected."
                     )
-                if self.suffix is None:  # blocks are whole (>= 1 MiB) but for the last
-                    self._sniff(bytes(block[:_PREVIEW_BYTES]))
+                if self.suffix is None:  # blocks are whole (>= 1 MiB) but for the last or a cut one
+                    head += bytes(block[: _PREVIEW_BYTES - len(head)])
+                    if len(head) >= _SNIFF_BYTES:
+                        self._sniff(head)
                 if self.sink is None:
                     self.sink = self._open_sink()
                 self.sink.write(block)
@@ -543,10 +576,10 @@ class _Download:
                     self.progress.update(received)
         except httpx.TransportError as err:
             raise _Transient(f"{describe(err)} after {received} bytes") from None
-        if self.suffix is None:
-            self._sniff(b"")
         if self.total is not None and received < self.total:
             raise _Transient(f"the body ended after {received} of {self.total} bytes")
+        if self.suffix is None:  # a whole body shorter than the sniff
+            self._sniff(head)
 
     def _sniff(self, head: bytes) -> None:
         suffix = _video_suffix(head) if self.kind is ContentKind.VIDEO else _image_suffix(head)
@@ -609,6 +642,18 @@ class _Download:
 
     def _stored(self, path: ObjectStoragePath, size: int, digest: str, reused: bool) -> StoredObject:
         return StoredObject(path, self.url, size, digest, self.content_type, reused)
+
+    def _too_slow(self, err: _Transient) -> VideoDownloadError:
+        settings = self.settings
+        budget = (self.deadline.ends or self.started) - self.started
+        received = self.sink.size if self.sink is not None else 0
+        last = "the connection was closed at the deadline" if self.deadline.expired else str(err)
+        return VideoDownloadError(
+            f"Downloading {self.label}: not complete within {budget:.0f}s, the download's deadline "
+            f"(max(min_deadline={settings.min_deadline:g}s, size / min_rate={settings.min_rate:g} "
+            f"bytes/s), size {self.total if self.total is not None else 'not announced'}); {received} "
+            f"bytes arrived ({last}). The server is stalled or far too slow: retry the task later."
+        )
 
     def _conflict(self, detail: str, path: ObjectStoragePath | None = None) -> VideoDownloadError:
         target = object_uri(path or self.destination)

@@ -18,6 +18,7 @@ from typing import NoReturn
 
 import httpx
 
+from airflow_provider_videoquery.hooks._deadline import WATCH_SOCKET
 from airflow_provider_videoquery.hooks._http import USER_AGENT, ClientKey, proxy_for
 
 #: ``response.extensions`` key of the body's ``readinto(buffer) -> int`` (0 at the end of the body).
@@ -74,7 +75,7 @@ class RoutedTransport(httpx.BaseTransport):
         transport = self._transports.get(key)
         if transport is None:
             verify, proxy = key
-            transport = httpx.HTTPTransport(verify=verify, proxy=proxy) if proxy else BlockTransport(verify)
+            transport = _proxied(verify, proxy) if proxy else BlockTransport(verify)
             self._transports[key] = transport
         return transport
 
@@ -85,6 +86,13 @@ class RoutedTransport(httpx.BaseTransport):
         for transport in self._transports.values():
             transport.close()
         self._transports.clear()
+
+
+def _proxied(verify: bool, proxy: str) -> httpx.HTTPTransport:
+    """httpx's own transport through ``proxy``, without keep-alive: a request's deadline watches the
+    socket of each connection it opens (:mod:`..hooks._deadline`), and a reused one would go unwatched."""
+    limits = httpx.Limits(max_keepalive_connections=0)
+    return httpx.HTTPTransport(verify=verify, proxy=proxy, limits=limits)
 
 
 class BlockTransport(httpx.BaseTransport):
@@ -120,6 +128,9 @@ class BlockTransport(httpx.BaseTransport):
             except OSError as err:
                 _raise(err, httpx.ConnectTimeout, httpx.ConnectError)
             assert connection.sock is not None
+            watch = request.extensions.get(WATCH_SOCKET)
+            if watch is not None:  # the caller's overall deadline shuts it down when it passes
+                watch(connection.sock)
             connection.sock.settimeout(timeouts.get("read"))
             try:
                 connection.putrequest(
