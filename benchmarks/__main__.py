@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -43,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--httpx-max", type=int, default=1000, help="largest N the bare httpx loop runs at")
     p.add_argument("--budget", type=float, default=300.0, help="seconds before one waits run is cut")
+    p.add_argument(
+        "--interval", type=float, default=None, help="seconds between polls (default: N / 500, at least 0.5)"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="paired rounds of the waits and batch sides: every side once per round, against that "
+        "round's floor",
+    )
     p.add_argument("--file-size", type=int, default=1024 * MiB, help="bytes downloaded to file://")
     p.add_argument("--s3-size", type=int, default=256 * MiB, help="bytes downloaded to S3 (0 = skip)")
     p.add_argument("--repeat", type=int, default=2, help="download rounds (best throughput is kept)")
@@ -52,9 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="a folder with another airflow_provider_videoquery (git archive): its task and provider "
-        "sides run too, in the same rounds",
+        "sides run too, in the same rounds, and the waits sides named trigger@before and batch@before",
     )
     p.add_argument("--batch-sizes", type=_ints, default=[10000], help="waits by one VideoBatchTrigger")
+    p.add_argument(
+        "--batch-sides",
+        default="aiohttp,trigger,batch",
+        help="comma list of aiohttp, trigger, batch (and trigger@before, batch@before)",
+    )
     p.add_argument("--batch-videos", type=int, default=1000, help="videos end to end (0 = skip)")
     p.add_argument("--parses", type=int, default=20000, help="parses per seed and batch")
     p.add_argument("--json", default=None, help="also write every raw result to this file")
@@ -74,12 +90,31 @@ def main(argv: list[str] | None = None) -> int:
         if "waits" in only:
             emu = stack.enter_context(emulator(polls=waits.POLLS_TO_COMPLETE))
             sides = [s.strip() for s in args.sides.split(",") if s.strip()]
-            results["waits"] = waits.run(emu.url, args.sizes, sides, args.httpx_max, args.budget, _log)
+            results["waits"] = waits.run(
+                emu.url,
+                args.sizes,
+                sides,
+                args.httpx_max,
+                args.budget,
+                _log,
+                interval=args.interval,
+                rounds=args.rounds,
+                before=args.before,
+            )
             stack.close()
         if "batch" in only:
             emu = stack.enter_context(emulator(polls=waits.POLLS_TO_COMPLETE))
-            sides = ["aiohttp", "trigger", "batch"]
-            results["batch"] = batch.run_waits(emu.url, args.batch_sizes, sides, args.budget, _log)
+            sides = [s.strip() for s in args.batch_sides.split(",") if s.strip()]
+            results["batch"] = batch.run_waits(
+                emu.url,
+                args.batch_sizes,
+                sides,
+                args.budget,
+                _log,
+                interval=args.interval,
+                rounds=args.rounds,
+                before=args.before,
+            )
             if args.batch_videos:
                 results["batch"] += batch.run_e2e(emu.url, args.batch_videos, _log)
             stack.close()
@@ -134,20 +169,27 @@ def _table(header: list[str], rows: list[list[str]]) -> Iterator[str]:
 
 
 def _waits_table(waits_results: list[dict[str, Any]]) -> list[str]:
-    """One row per (N, side); x floor = CPU per poll over bare aiohttp's at the same N."""
-    floor = {r["n"]: r.get("cpu_ms_per_poll") for r in waits_results if r.get("side") == "aiohttp"}
+    """One row per (N, round, side); x floor = CPU per poll over bare aiohttp's at the same N and round."""
+    floor = {
+        (r["n"], r.get("round", 0)): r.get("cpu_ms_per_poll")
+        for r in waits_results
+        if r.get("side") == "aiohttp"
+    }
+    rounds = any(r.get("round") for r in waits_results)
     rows = []
     for r in waits_results:
         note = r.get("skipped") or r.get("error") or ("CAPPED at budget" if r.get("capped") else "")
         if r.get("failures"):
             note = (note + " failures: " + "; ".join(r["failures"])).strip()
         note = note[-160:]
-        cpu, base = r.get("cpu_ms_per_poll"), floor.get(r["n"])
+        cpu, base = r.get("cpu_ms_per_poll"), floor.get((r["n"], r.get("round", 0)))
         rows.append(
             [
                 str(r["n"]),
+                *([str(r.get("round", 0) + 1)] if rounds else []),
                 r["side"],
                 _fmt(r.get("interval"), ".1f"),
+                _fmt(r.get("load"), ".1f"),
                 _fmt(r.get("wall_s"), ".1f"),
                 _fmt(r.get("polls"), "d"),
                 _fmt(cpu, ".2f"),
@@ -159,8 +201,42 @@ def _waits_table(waits_results: list[dict[str, Any]]) -> list[str]:
                 note,
             ]
         )
-    header = ["N", "side", "interval s", "wall s", "polls", "CPU ms/poll", "x floor", "KB/wait"]
-    return list(_table([*header, "worst lag ms", "worst GC ms", "lag ex-GC ms", "note"], rows))
+    header = ["N", *(["round"] if rounds else []), "side", "interval s", "load", "wall s", "polls"]
+    header += ["CPU ms/poll", "x floor", "KB/wait", "worst lag ms", "worst GC ms", "lag ex-GC ms", "note"]
+    lines = list(_table(header, rows))
+    if rounds:
+        lines += ["", "Paired rounds: x floor in each round (CPU per poll / that round's aiohttp), median"]
+        lines += _paired_table(waits_results, floor)
+    return lines
+
+
+def _paired_table(results: list[dict[str, Any]], floor: dict[tuple[int, int], float | None]) -> list[str]:
+    """Per (N, side): the ratio to the floor in every round, their median and the medians behind it."""
+    by_side: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in results:
+        if r.get("side") != "aiohttp" and r.get("cpu_ms_per_poll"):
+            by_side.setdefault((r["n"], r["side"]), []).append(r)
+    rows = []
+    for (n, side), runs in by_side.items():
+        ratios = [r["cpu_ms_per_poll"] / base for r in runs if (base := floor.get((n, r.get("round", 0))))]
+        rows.append(
+            [
+                str(n),
+                side,
+                " / ".join(f"{x:.2f}" for x in ratios),
+                _fmt(statistics.median(ratios) if ratios else None, ".2f"),
+                _fmt(statistics.median(r["cpu_ms_per_poll"] for r in runs), ".3f"),
+                _fmt(statistics.median(b for r in runs if (b := floor.get((n, r.get("round", 0))))), ".3f"),
+                _fmt(_median_of(runs, "rss_kb_per_wait"), ".1f"),
+            ]
+        )
+    header = ["N", "side", "x floor by round", "median", "CPU ms/poll", "floor ms/poll", "KB/wait"]
+    return list(_table(header, rows))
+
+
+def _median_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
 
 
 def render(results: dict[str, Any]) -> str:

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from benchmarks import waits
@@ -53,11 +54,9 @@ E2E_PARALLEL = 4
 
 async def measure_batch(n: int, interval: float, url: str, budget: float) -> dict[str, Any]:
     """N waits by one VideoBatchTrigger, measured like :func:`benchmarks.waits.measure`."""
-    from airflow_provider_videoquery.hooks._http import ClientKey
-    from airflow_provider_videoquery.hooks.videoquery import _shared_clients
     from airflow_provider_videoquery.triggers.batch import VideoBatchTrigger
 
-    lease = _shared_clients.acquire(ClientKey(verify_ssl=True, proxy=None))
+    release = waits.hold_shared_client()
 
     async def batch_of(ids: list[str]) -> dict[str, Any]:
         now = time.time()
@@ -99,7 +98,7 @@ async def measure_batch(n: int, interval: float, url: str, budget: float) -> dic
     gc.callbacks.remove(gc_watch)
     probe.stop = True
     await asyncio.gather(*watchers, return_exceptions=True)
-    await _shared_clients.release(lease)
+    await release()
     polls = await asyncio.to_thread(waits._polls, url) - base_polls
     return waits.result(
         "batch",
@@ -118,30 +117,41 @@ async def measure_batch(n: int, interval: float, url: str, budget: float) -> dic
 
 
 def run_waits(
-    url: str, sizes: list[int], sides: list[str], budget: float, log: Callable[[str], None]
+    url: str,
+    sizes: list[int],
+    sides: list[str],
+    budget: float,
+    log: Callable[[str], None],
+    *,
+    interval: float | None = None,
+    rounds: int = 1,
+    before: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (N, side): ``batch`` here, ``aiohttp`` and ``trigger`` through :mod:`benchmarks.waits`."""
+    """Every (N, side) in each of ``rounds`` paired rounds: ``batch`` (and ``batch@before``) here, the
+    others through :func:`benchmarks.waits.run`; the arguments are that function's."""
     results: list[dict[str, Any]] = []
-    env = worker_env(AIRFLOW_CONN_VIDEOQUERY_DEFAULT=connection_json(url, timeout=120))
+    variants = waits.Variants(before, module="benchmarks.batch")
     for n in sizes:
-        interval = waits.interval_for(n)
-        for side in sides:
-            if side != "batch":
-                results += waits.run(url, [n], [side], 0, budget, log)
-                continue
-            _load_tasks(url, n)
-            log(f"batch waits: batch N={n} interval={interval:.1f}s …")
-            args = ["--side", "batch", "--n", str(n), "--interval", str(interval), "--url", url]
-            result = run_worker("benchmarks.batch", [*args, "--budget", str(budget)], env, budget + 120)
-            results.append({"side": "batch", "n": n, **result})
+        every = interval or waits.interval_for(n)
+        for round_ in range(rounds):
+            for side in sides if round_ % 2 == 0 else sides[::-1]:
+                if side.split("@")[0] != "batch":
+                    results += waits.run(url, [n], [side], 0, budget, log, interval=every, before=before)
+                    results[-1]["round"] = round_
+                    continue
+                if side.endswith("@before") and not _has_batch_trigger(before):
+                    results.append({"side": side, "n": n, "round": round_, "skipped": "no batch trigger"})
+                    continue
+                waits.load_tasks(url, n)
+                log(f"batch waits: {side} N={n} interval={every:.1f}s round {round_ + 1}/{rounds} …")
+                args = ["--side", "batch", "--n", str(n), "--interval", str(every), "--url", url]
+                results.append(variants.run(side, [*args, "--budget", str(budget)], url, budget))
+                results[-1].update(n=n, round=round_)
     return results
 
 
-def _load_tasks(url: str, n: int) -> None:
-    admin(url, "/_emulator/reset", {})
-    tasks: list[dict[str, Any]] = [{"id": task_id} for task_id in waits.task_ids(n)]
-    tasks.append({"id": waits._WARMUP_ID, "scenario": {"polls_to_complete": 1}})
-    admin(url, "/_emulator/tasks", {"tasks": tasks})
+def _has_batch_trigger(before: Path | None) -> bool:
+    return before is not None and (before / "airflow_provider_videoquery/triggers/batch.py").is_file()
 
 
 # -- 1,000 videos end to end ------------------------------------------------------------------------

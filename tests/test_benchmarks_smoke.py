@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from benchmarks import batch, download, parse, task_download, waits
 from benchmarks.__main__ import render
-from benchmarks._common import emulator, moto_s3
+from benchmarks._common import REPO, emulator, moto_s3, package_first
 
 MiB = 1024 * 1024
 
@@ -38,12 +40,53 @@ def test_waits_all_sides_complete() -> None:
 
 
 @pytest.mark.timeout(90)
+def test_waits_paired_rounds_with_another_package() -> None:
+    """``--rounds``/``--before``/``--interval``: every side once per round, ``trigger@before`` importing the
+    package of the given folder (here this very checkout: the mechanism, not another version)."""
+    with emulator(polls=waits.POLLS_TO_COMPLETE) as emu:
+        results = waits.run(
+            emu.url,
+            [10],
+            ["aiohttp", "trigger@before"],
+            httpx_max=0,
+            budget=30,
+            log=lambda _: None,
+            interval=0.5,
+            rounds=2,
+            before=REPO,
+        )
+    # Odd rounds run in reverse order: no side always goes first.
+    assert [(r["side"], r["round"]) for r in results] == [
+        ("aiohttp", 0),
+        ("trigger@before", 0),
+        ("trigger@before", 1),
+        ("aiohttp", 1),
+    ]
+    for r in results:
+        assert "error" not in r, r
+        assert r["completed"] == 10, r
+        assert r["interval"] == 0.5, r
+        assert r["load"] >= 0, r
+    table = render({"machine": {"cpus": 1, "cpu": "x", "python": "3"}, "waits": results})
+    assert "Paired rounds" in table
+    assert "trigger@before" in table.split("Paired rounds")[1]
+
+
+def test_package_first_takes_only_the_package(tmp_path: Path) -> None:
+    env, cwd = package_first({"PYTHONPATH": "elsewhere"}, REPO)
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(cwd), "elsewhere"]
+    assert sorted(p.name for p in cwd.iterdir()) == ["airflow_provider_videoquery"]
+    assert (cwd / "airflow_provider_videoquery").resolve() == REPO / "airflow_provider_videoquery"
+    with pytest.raises(ValueError, match="no airflow_provider_videoquery"):
+        package_first({"PYTHONPATH": ""}, tmp_path)
+
+
+@pytest.mark.timeout(90)
 def test_batch_waits_beside_the_triggers_and_the_floor() -> None:
     with emulator(polls=waits.POLLS_TO_COMPLETE) as emu:
-        results = batch.run_waits(
-            emu.url, [20], ["aiohttp", "trigger", "batch"], budget=30, log=lambda _: None
-        )
-    assert [r["side"] for r in results] == ["aiohttp", "trigger", "batch"]
+        sides = ["aiohttp", "trigger", "batch", "batch@before"]
+        results = batch.run_waits(emu.url, [20], sides, budget=30, log=lambda _: None, before=REPO)
+    assert [r["side"] for r in results] == sides
     for r in results:
         assert "error" not in r, r
         assert r["completed"] == 20, r
