@@ -249,7 +249,9 @@ def render(results: dict[str, Any]) -> str:
         lines += _waits_table(results["waits"])
     if "batch" in results:
         lines += ["", "Batches: waits by one VideoBatchTrigger beside VideoTaskTriggers and the floor"]
-        waited = [r for r in results["batch"] if r.get("side") in ("aiohttp", "trigger", "batch")]
+        waited = [
+            r for r in results["batch"] if r.get("side", "").split("@")[0] in ("aiohttp", "trigger", "batch")
+        ]
         lines += _waits_table(waited)
         ends = [r for r in results["batch"] if r.get("side") in ("operator", "curl")]
         if ends:

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Generator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from typing import Any, NamedTuple, NoReturn
 
 import httpx
@@ -87,9 +88,11 @@ class GatewayConfig(BaseModel):
             raise ValueError(f"the proxy must be an http(s) URL such as http://proxy:3128, got {value!r}")
         return value
 
-    @property
+    @cached_property
     def client_key(self) -> ClientKey:
-        """What the gateway's client is built from: TLS setting and the proxy it goes through now."""
+        """What the gateway's client is built from: TLS setting and the proxy it goes through, read once
+        per resolved connection (the proxy variables as they were when it was looked up; the triggerer
+        looks a connection up again after a minute), not once per request."""
         return ClientKey(self.verify_ssl, proxy_for(self.base_url, self.proxy))
 
     @property
@@ -252,13 +255,19 @@ class AnswerBody:
     def response(self, streamed: httpx.Response) -> httpx.Response:
         """The answer with its body read (already decompressed: its ``Content-Encoding`` is dropped)."""
         headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() != "content-encoding"]
+        return self.answer(streamed.status_code, headers, streamed.request, streamed.extensions)
+
+    def answer(
+        self,
+        status: int,
+        headers: list[tuple[str, str]] | list[tuple[bytes, bytes]],
+        request: httpx.Request,
+        extensions: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """The answer whole: ``headers`` without a ``Content-Encoding`` (the blocks were decompressed)."""
         content, self._blocks = b"".join(self._blocks), []
         return httpx.Response(
-            streamed.status_code,
-            headers=headers,
-            content=content,
-            request=streamed.request,
-            extensions=streamed.extensions,
+            status, headers=headers, content=content, request=request, extensions=extensions
         )
 
 

@@ -10,11 +10,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
-import aiohttp
 import httpx
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import BaseHook
-from httpx_aiohttp import AiohttpTransport
 
 from airflow_provider_videoquery.exceptions import (
     VideoCreateUncertainError,
@@ -22,6 +20,7 @@ from airflow_provider_videoquery.exceptions import (
     VideoQueryError,
     VideoQueryResponseError,
 )
+from airflow_provider_videoquery.hooks._aio import AsyncSender
 from airflow_provider_videoquery.hooks._deadline import SocketDeadline
 from airflow_provider_videoquery.hooks._http import (
     Action,
@@ -127,7 +126,7 @@ class VideoQueryHook(BaseHook):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def _aclient(self) -> httpx.AsyncClient:
+    async def _aclient(self) -> AsyncSender:
         """The shared client for this loop and the connection's client key; taken once per hook.
 
         A hook moved to another loop (or whose connection now needs another client) gives the old one
@@ -325,18 +324,8 @@ class VideoQueryHook(BaseHook):
             return deadline.error() if deadline.expired else err
         return body.response(response)
 
-    async def _send_async(self, client: httpx.AsyncClient, request: httpx.Request) -> Outcome:
-        body = AnswerBody(self.config.max_answer_bytes)
-        try:
-            response = await client.send(request, stream=True)
-            try:
-                async for block in response.aiter_bytes():
-                    body.add(block)
-            finally:
-                await response.aclose()
-        except Exception as err:
-            return _honest(err) if isinstance(err, httpx.TransportError) else err
-        return body.response(response)
+    async def _send_async(self, client: AsyncSender, request: httpx.Request) -> Outcome:
+        return await client.send(request, self.config.max_answer_bytes)
 
 
 def _created(route: RouteSpec, response: httpx.Response, what: str) -> VideoTask:
@@ -384,19 +373,20 @@ class _Lease:
 
     loop: asyncio.AbstractEventLoop
     key: ClientKey
-    client: httpx.AsyncClient
+    client: AsyncSender
 
 
 class _SharedClients:
-    """One ``AsyncClient`` per event loop and :class:`ClientKey`, shared by every hook on that loop.
+    """One :class:`~._aio.AsyncSender` (an aiohttp session) per event loop and :class:`ClientKey`, shared
+    by every hook on that loop.
 
-    httpx's own pool does work proportional to connections x waiting requests on every change; with
-    aiohttp's connector as the transport, a poll costs the same at 10 or 10,000 concurrent waits.
+    httpx's own async pool does work proportional to connections x waiting requests on every change;
+    aiohttp's connector does not: a poll costs the same at 10 or 10,000 concurrent waits.
     """
 
     def __init__(self) -> None:
         self._by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[ClientKey, tuple[httpx.AsyncClient, int]]
+            asyncio.AbstractEventLoop, dict[ClientKey, tuple[AsyncSender, int]]
         ] = weakref.WeakKeyDictionary()
 
     def acquire(self, key: ClientKey) -> _Lease:
@@ -428,34 +418,8 @@ class _SharedClients:
         return entry[1] if entry else 0
 
 
-def _new_async_client(key: ClientKey) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=_ASYNC_MAX_CONNECTIONS, max_keepalive_connections=32)
-    proxy = httpx.Proxy(key.proxy) if key.proxy else None
-    return httpx.AsyncClient(transport=AiohttpTransport(verify=key.verify_ssl, limits=limits, proxy=proxy))
-
-
-def _honest(err: httpx.TransportError) -> httpx.TransportError:
-    """The httpx error the aiohttp failure behind ``err`` really is.
-
-    httpx-aiohttp maps every ``ClientConnectionError`` to ``ConnectTimeout``: a refused connection, a
-    DNS failure and a server that hung up mid-answer all looked like a slow network.
-    """
-    cause = err.__cause__
-    honest: httpx.TransportError | None = None
-    if isinstance(cause, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
-        honest = httpx.ProxyError(str(cause))
-    elif isinstance(cause, aiohttp.ConnectionTimeoutError):
-        honest = httpx.ConnectTimeout(str(cause) or "timed out connecting")
-    elif isinstance(cause, aiohttp.ClientConnectorError):
-        honest = httpx.ConnectError(str(cause))
-    elif isinstance(cause, aiohttp.ServerDisconnectedError):
-        honest = httpx.RemoteProtocolError(str(cause) or "Server disconnected")
-    elif isinstance(err, httpx.ConnectTimeout) and isinstance(cause, aiohttp.ClientOSError):
-        honest = httpx.ReadError(str(cause))
-    if honest is None:
-        return err
-    honest.__cause__ = cause
-    return honest
+def _new_async_client(key: ClientKey) -> AsyncSender:
+    return AsyncSender(key, max_connections=_ASYNC_MAX_CONNECTIONS)
 
 
 class _RecentConfigs:
