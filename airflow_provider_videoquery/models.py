@@ -198,6 +198,21 @@ def display_url(url: str | None) -> str | None:
     return f"{header}{_ELIDED_MARK}{size} bytes)"
 
 
+def shown_url(url: str) -> str:
+    """``url`` for a log line or an error message: no credentials — neither userinfo (``user:token@``)
+    nor the query string and fragment (signed URLs carry their signature there) — and an inline video
+    shown short. XCom keeps what a downstream task needs; messages show this."""
+    if is_inline(url):
+        return display_url(url) or ""
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        end = rest.find("/") if "/" in rest else len(rest)
+        authority, path = rest[:end], rest[end:]
+        # the last "@" before the path ends the userinfo, even one holding a raw "?" or "#"
+        url = f"{scheme}://{authority.rpartition('@')[2]}{path}"
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
 def is_elided(url: str | None) -> bool:
     """Whether ``url`` is :func:`display_url`'s short form of an inline video (not the video itself)."""
     return is_inline(url) and url is not None and _ELIDED_MARK in url and url.endswith(" bytes)")

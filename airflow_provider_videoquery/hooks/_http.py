@@ -30,6 +30,7 @@ from airflow_provider_videoquery.exceptions import (
     VideoQueryUnreachableError,
     VideoTaskNotFoundError,
 )
+from airflow_provider_videoquery.models import shown_url
 from airflow_provider_videoquery.routes import Route as Route  # re-exported: its historic home
 from airflow_provider_videoquery.routes import spec
 
@@ -87,6 +88,11 @@ class GatewayConfig(BaseModel):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"the proxy must be an http(s) URL such as http://proxy:3128, got {value!r}")
         return value
+
+    @cached_property
+    def shown_url(self) -> str:
+        """The base URL for messages: without credentials a user may have put into it."""
+        return shown_url(self.base_url)
 
     @cached_property
     def client_key(self) -> ClientKey:
@@ -253,7 +259,8 @@ class AnswerBody:
         self._blocks.append(block)
 
     def response(self, streamed: httpx.Response) -> httpx.Response:
-        """The answer with its body read (already decompressed: its ``Content-Encoding`` is dropped)."""
+        """The answer with its body read (already decompressed: its ``Content-Encoding`` is dropped) and
+        the credentials the request carried masked in it (:func:`redact`)."""
         headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() != "content-encoding"]
         return self.answer(streamed.status_code, headers, streamed.request, streamed.extensions)
 
@@ -264,12 +271,53 @@ class AnswerBody:
         request: httpx.Request,
         extensions: dict[str, Any] | None = None,
     ) -> httpx.Response:
-        """The answer whole: ``headers`` without a ``Content-Encoding`` (the blocks were decompressed)."""
-        content, self._blocks = b"".join(self._blocks), []
+        """The answer whole: ``headers`` without a ``Content-Encoding`` (the blocks were decompressed),
+        the credentials ``request`` carried masked in the body (:func:`redact`)."""
+        content, self._blocks = redact(b"".join(self._blocks), request), []
         return httpx.Response(
             status, headers=headers, content=content, request=request, extensions=extensions
         )
 
+
+#: Request headers whose values are credentials, besides ``Authorization`` (the connection's extra
+#: headers may hold one: ``X-Api-Key``, a cookie, …).
+_SECRET_HEADER_WORDS = ("key", "token", "secret", "auth", "cookie", "signature", "password")
+#: Shorter values are not masked: masking "abc" would garble every text that contains it.
+_SECRET_MIN_LENGTH = 8
+
+
+def redact(data: bytes, request: httpx.Request | None) -> bytes:
+    """``data`` from a server with every credential ``request`` sent it replaced by ``***``.
+
+    The one place gateway text is masked: every answer the hook reads (so nothing quoted from it —
+    error messages, body previews, a failure reason, an envelope's message — can carry an API key the
+    gateway echoes into a log, an exception, XCom or a manifest) and the download's quotes of the
+    gateway's own bodies.
+    """
+    if request is None:
+        return data
+    for secret in _credentials_sent(request):
+        data = data.replace(secret, b"***")
+    return data
+
+
+def _credentials_sent(request: httpx.Request) -> list[bytes]:
+    found: list[bytes] = []
+    for name, value in request.headers.raw:
+        lowered = name.decode("latin-1").lower()
+        if lowered == "authorization":
+            scheme, _, credential = value.partition(b" ")
+            found.append(credential.strip() or scheme)
+        elif any(word in lowered for word in _SECRET_HEADER_WORDS):
+            found.append(value.strip())
+    if request.url.password:
+        found.append(request.url.password.encode())
+    return [secret for secret in found if len(secret) >= _SECRET_MIN_LENGTH]
+
+
+#: ``request.extensions`` key: epoch seconds by which the answer must be complete (the sync driver shuts
+#: the connection down then, see ``hooks/_deadline.py``); set by :func:`exchange` from its budget.
+ANSWER_BY = "videoquery.answer_by"
 
 # One step of an exchange: a request to send, or seconds to sleep before the next try. The driver
 # passes back the answer (body read) or whatever failed while sending it or reading its answer.
@@ -285,6 +333,7 @@ def exchange(
     *,
     deadline: float | None = None,
     check_status: bool = True,
+    answer_budget: float | None = None,
 ) -> Generator[Action, Outcome, httpx.Response]:
     """Send ``request`` until it gets a usable answer; return it or raise a typed error.
 
@@ -294,11 +343,17 @@ def exchange(
     surely did not act on it: any other failure after it may have been sent (a timeout, a reset, an
     answer that cannot be decoded, …) is an uncertain create. No sleep runs past ``deadline`` (epoch
     seconds): the retries end there instead. ``check_status=False`` returns any answer that is not
-    retried (4xx, 3xx) instead of raising for it.
+    retried (4xx, 3xx) instead of raising for it. ``answer_budget``: seconds all answers together may
+    take (the sleeps between tries do not count); each request is stamped with the time its answer
+    must be complete by (``ANSWER_BY``), and no try starts once the budget is spent.
     """
-    attempt, ever_answered = 0, False
+    attempt, ever_answered, answering = 0, False, 0.0
     while True:
+        sent = time.time()
+        if answer_budget is not None:
+            request.extensions[ANSWER_BY] = sent + answer_budget - answering
         outcome = yield request
+        answering += time.time() - sent
         if isinstance(outcome, Exception) and not isinstance(outcome, httpx.TransportError):
             _unreadable(request, what, idempotent, outcome)
         if isinstance(outcome, httpx.TransportError) and certificate_refused(outcome):
@@ -314,15 +369,21 @@ def exchange(
         wait = policy.delay(
             attempt - 1, retry_after(outcome) if isinstance(outcome, httpx.Response) else None
         )
-        if attempt >= policy.max_attempts or (deadline is not None and time.time() + wait > deadline):
+        spent = answer_budget is not None and answering >= answer_budget
+        if (
+            attempt >= policy.max_attempts
+            or spent
+            or (deadline is not None and time.time() + wait > deadline)
+        ):
             if not ever_answered and isinstance(outcome, httpx.TransportError) and unreachable(outcome):
                 raise VideoQueryUnreachableError(unreachable_message(what, request.url, outcome))
             tries = f"{attempt} attempt{'s' if attempt > 1 else ''}"
-            why = (
-                ""
-                if attempt >= policy.max_attempts
-                else f" (the next try, in {wait:.0f}s, would pass the deadline)"
-            )
+            if attempt >= policy.max_attempts:
+                why = ""
+            elif spent:
+                why = f" (its answers took the {answer_budget:g}s the connection's timeout allows a call)"
+            else:
+                why = f" (the next try, in {wait:.0f}s, would pass the deadline)"
             raise VideoQueryTransientError(
                 f"{what} still failed after {tries}{why}: {problem}. The gateway looks unwell; "
                 "try again later or raise the retries."
@@ -390,7 +451,7 @@ def unreachable(err: httpx.TransportError) -> bool:
 
 def unreachable_message(what: str, url: httpx.URL, err: httpx.TransportError) -> str:
     """What to fix when nothing answers at ``url`` (shown without its query string)."""
-    tried = str(url.copy_with(query=None, fragment=None))
+    tried = shown_url(str(url))
     return (
         f"{what}: nothing answered at {tried} ({describe(err)}). Check the connection's base URL: "
         "the scheme (http or https), host and port. If this machine reaches the gateway through a "

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from airflow_provider_videoquery.models import shown_url
+
 #: The id the Test button queries: no gateway knows it.
 PROBE_TASK_ID = "videoquery-connection-test"
 
@@ -35,7 +37,7 @@ def verdict(response: httpx.Response, base_url: str, route: str) -> tuple[bool, 
     """``(ok, message)`` for the answer to the probe query: what was reached and, if wrong, what to fix."""
     code = response.status_code
     ctype = (response.headers.get("content-type") or "no content-type").split(";")[0].strip()
-    url = str(response.request.url.copy_with(query=None))
+    url = shown_url(str(response.request.url))
     body = _json_object(response)
     said = _said(body) if body is not None else []
     if code in (401, 403):
@@ -52,7 +54,7 @@ def verdict(response: httpx.Response, base_url: str, route: str) -> tuple[bool, 
         return True, f"The gateway at {base_url} accepted the API key (the {route} route answered HTTP 200)."
     reached = f"The test query reached {url} and got HTTP {code} ({ctype})"
     if 300 <= code < 400:
-        where = response.headers.get("location", "").split("?", 1)[0] or "nowhere"
+        where = shown_url(response.headers.get("location", "")) or "nowhere"
         return False, (
             f"{reached}, a redirect to {where}: a website or its login page, not a video gateway's API. "
             + _PATH_HINT

@@ -23,6 +23,7 @@ from airflow_provider_videoquery.exceptions import (
 from airflow_provider_videoquery.hooks._aio import AsyncSender
 from airflow_provider_videoquery.hooks._deadline import SocketDeadline
 from airflow_provider_videoquery.hooks._http import (
+    ANSWER_BY,
     Action,
     AnswerBody,
     ClientKey,
@@ -104,7 +105,7 @@ class VideoQueryHook(BaseHook):
     @cached_property
     def _sync_client(self) -> httpx.Client:
         verify, proxy = self.config.client_key
-        # No keep-alive: the call's deadline watches the socket of each new connection (a reused one
+        # No keep-alive: an answer's deadline watches the socket of each new connection (a reused one
         # would go unwatched); the sync path makes few calls.
         limits = httpx.Limits(max_keepalive_connections=0)
         transport = httpx.HTTPTransport(verify=verify, proxy=proxy, limits=limits)
@@ -149,11 +150,11 @@ class VideoQueryHook(BaseHook):
     ) -> VideoTask:
         """Query a task once (transient failures are retried) and normalize the answer.
 
-        The whole call, its retries included, ends within the connection's timeout (a server that
-        trickles its answer cannot hold it). ``deadline`` (epoch seconds): no backoff or
-        ``Retry-After`` sleep runs past it either.
+        Its answers, retries included, get the connection's timeout in total: a server that trickles
+        its answer cannot hold the call. ``deadline`` (epoch seconds): no backoff or ``Retry-After``
+        sleep runs past it.
         """
-        return self._call_sync(lambda ends: self._query(video_task_id, route, _sooner(deadline, ends)))
+        return self._call_sync(lambda: self._query(video_task_id, route, deadline, self._answer_budget()))
 
     async def aget_task(
         self, video_task_id: str, route: str | Route | None = None, *, deadline: float | None = None
@@ -168,17 +169,18 @@ class VideoQueryHook(BaseHook):
         through unchanged.
 
         A create is not idempotent, so it is retried only when the gateway surely did not take it
-        (429/503, a refused key, or no connection was made). It ends within the connection's timeout.
+        (429/503, a refused key, or no connection was made). Its answers get the connection's timeout
+        in total, as a query's.
         """
         body = {"model": model, "prompt": prompt, **fields}
-        return self._call_sync(lambda ends: self._create(body, route, ends))
+        return self._call_sync(lambda: self._create(body, route, self._answer_budget()))
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: query a made-up task; only the gateway's own JSON "unknown task" answer
         proves the key (a website, a bare 404 or a login redirect fails, saying what was reached)."""
         probe = VideoQueryHook(self.videoquery_conn_id, self.route, RetryPolicy(max_attempts=2))
         try:
-            return probe._call_sync(probe._probe)
+            return probe._call_sync(lambda: probe._probe(probe._answer_budget()))
         except Exception as err:
             return False, str(err)
         finally:
@@ -189,13 +191,23 @@ class VideoQueryHook(BaseHook):
     def _resolve_route(self, route: str | Route | None) -> Route:
         return Route(route) if route else (self.route or self.config.route)
 
+    def _answer_budget(self) -> float:
+        """Seconds the answers of one worker-side call may take in total: the connection's timeout."""
+        return self.config.read_timeout
+
     def _query(
-        self, video_task_id: str, route: str | Route | None, deadline: float | None = None
+        self,
+        video_task_id: str,
+        route: str | Route | None,
+        deadline: float | None = None,
+        budget: float | None = None,
     ) -> Generator[Action, Outcome, VideoTask]:
         config, resolved = self.config, self._resolve_route(route)
-        what = f"Querying video task {video_task_id!r} at {config.base_url} ({resolved.value} route)"
+        what = f"Querying video task {video_task_id!r} at {config.shown_url} ({resolved.value} route)"
         request = _get(config, config.query_url(video_task_id, resolved))
-        response = yield from exchange(request, self.retry_policy, what, deadline=deadline)
+        response = yield from exchange(
+            request, self.retry_policy, what, deadline=deadline, answer_budget=budget
+        )
         route_spec = spec(resolved)
         return parse_task(
             _unwrap(route_spec, json_body(response, what), what),
@@ -204,20 +216,20 @@ class VideoQueryHook(BaseHook):
             route_spec.statuses,
         )
 
-    def _probe(self, deadline: float | None = None) -> Generator[Action, Outcome, tuple[bool, str]]:
+    def _probe(self, budget: float | None = None) -> Generator[Action, Outcome, tuple[bool, str]]:
         config, resolved = self.config, self._resolve_route(None)
-        what = f"Testing the connection {self.videoquery_conn_id!r} at {config.base_url}"
+        what = f"Testing the connection {self.videoquery_conn_id!r} at {config.shown_url}"
         request = _get(config, config.query_url(PROBE_TASK_ID, resolved))
         response = yield from exchange(
-            request, self.retry_policy, what, deadline=deadline, check_status=False
+            request, self.retry_policy, what, check_status=False, answer_budget=budget
         )
-        return verdict(response, config.base_url, resolved.value)
+        return verdict(response, config.shown_url, resolved.value)
 
     def _create(
-        self, body: dict[str, Any], route: str | Route | None, deadline: float | None = None
+        self, body: dict[str, Any], route: str | Route | None, budget: float | None = None
     ) -> Generator[Action, Outcome, VideoTask]:
         config, resolved = self.config, self._resolve_route(route)
-        what = f"Creating a {body.get('model')!r} video task at {config.base_url}"
+        what = f"Creating a {body.get('model')!r} video task at {config.shown_url}"
         request = httpx.Request(
             "POST",
             config.create_url(resolved),
@@ -225,7 +237,9 @@ class VideoQueryHook(BaseHook):
             json=body,
             extensions={"timeout": config.timeout.as_dict()},
         )
-        response = yield from exchange(request, self.retry_policy, what, idempotent=False, deadline=deadline)
+        response = yield from exchange(
+            request, self.retry_policy, what, idempotent=False, answer_budget=budget
+        )
         try:
             task = _created(spec(resolved), response, what)
         except VideoCreateUncertainError:
@@ -238,19 +252,15 @@ class VideoQueryHook(BaseHook):
 
     # -- drivers: the only places that do I/O --------------------------------------------------------
 
-    def _call_sync(self, plan: Callable[[float], Generator[Action, Outcome, T]]) -> T:
-        """Run a plan within the connection's timeout, a total for the call (``plan`` gets its end, in
-        epoch seconds); on a refused key, look the connection up again and, if its key changed, rerun
-        once (within the same total)."""
-        total = self.config.read_timeout
-        ends = time.time() + total
+    def _call_sync(self, plan: Callable[[], Generator[Action, Outcome, T]]) -> T:
+        """Run a plan; on a refused key, look the connection up again and, if its key changed, rerun once."""
         try:
-            return self._run_sync(plan(ends), ends, total)
+            return self._run_sync(plan())
         except VideoQueryAuthError:
             stale = self.__dict__.pop("config", None)
             if not self._key_rotated(stale, self.config):
                 raise
-        return self._run_sync(plan(ends), ends, total)
+        return self._run_sync(plan())
 
     async def _call_async(self, plan: Callable[[], Generator[Action, Outcome, T]]) -> T:
         """:meth:`_call_sync` for the triggerer: the new lookup goes past the per-loop cache too."""
@@ -275,22 +285,20 @@ class VideoQueryHook(BaseHook):
         )
         return True
 
-    def _run_sync(self, plan: Generator[Action, Outcome, T], ends: float, total: float) -> T:
+    def _run_sync(self, plan: Generator[Action, Outcome, T]) -> T:
         client = self.get_conn()
         outcome: Outcome = None
-        why = f"the connection's timeout, {total:g}s for the whole call"
-        with SocketDeadline(ends, why) as deadline:
-            try:
-                while True:
-                    action = plan.send(outcome)
-                    if isinstance(action, float):
-                        time.sleep(action)
-                        outcome = None
-                        continue
-                    outcome = self._send_sync(client, action, deadline)
-            except StopIteration as done:
-                result: T = done.value
-                return result
+        try:
+            while True:
+                action = plan.send(outcome)
+                if isinstance(action, float):
+                    time.sleep(action)
+                    outcome = None
+                    continue
+                outcome = self._send_sync(client, action)
+        except StopIteration as done:
+            result: T = done.value
+            return result
 
     async def _run_async(self, plan: Generator[Action, Outcome, T]) -> T:
         client = await self._aclient()
@@ -310,18 +318,22 @@ class VideoQueryHook(BaseHook):
     # Sending: the answer with its body read under the cap, or whatever failed; the plan decides what
     # that means (transient, unreadable, uncertain).
 
-    def _send_sync(self, client: httpx.Client, request: httpx.Request, deadline: SocketDeadline) -> Outcome:
+    def _send_sync(self, client: httpx.Client, request: httpx.Request) -> Outcome:
+        """The answer is read whole before ``ANSWER_BY`` (the plan's stamp, epoch seconds) or its
+        connection is shut down: read timeouts bound each read, not a trickled answer."""
         body = AnswerBody(self.config.max_answer_bytes)
-        request.extensions.update(deadline.extensions())
-        try:
-            response = client.send(request, stream=True)
+        why = "the connection's timeout, for all answers of the call together"
+        with SocketDeadline(request.extensions.get(ANSWER_BY), why) as deadline:
+            request.extensions.update(deadline.extensions())
             try:
-                for block in response.iter_bytes():
-                    body.add(block)
-            finally:
-                response.close()
-        except Exception as err:
-            return deadline.error() if deadline.expired else err
+                response = client.send(request, stream=True)
+                try:
+                    for block in response.iter_bytes():
+                        body.add(block)
+                finally:
+                    response.close()
+            except Exception as err:
+                return deadline.error() if deadline.expired else err
         return body.response(response)
 
     async def _send_async(self, client: AsyncSender, request: httpx.Request) -> Outcome:
@@ -336,10 +348,6 @@ def _created(route: RouteSpec, response: httpx.Response, what: str) -> VideoTask
     if new_id is None:
         raise VideoQueryResponseError(f"the answer names no task id: {elide_inline(answer)!r}")
     return parse_task(created, new_id, statuses=route.statuses)
-
-
-def _sooner(deadline: float | None, ends: float) -> float:
-    return ends if deadline is None else min(deadline, ends)
 
 
 def _unwrap(route: RouteSpec, answer: dict[str, Any], what: str) -> Mapping[str, Any] | None:

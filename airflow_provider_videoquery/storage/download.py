@@ -39,9 +39,10 @@ from airflow_provider_videoquery.hooks._http import (
     certificate_message,
     certificate_refused,
     describe,
+    redact,
     retry_after,
 )
-from airflow_provider_videoquery.models import is_inline
+from airflow_provider_videoquery.models import is_inline, shown_url
 from airflow_provider_videoquery.storage.checks import storage_error
 from airflow_provider_videoquery.storage.hosts import blocked_address, explicitly_allowed
 from airflow_provider_videoquery.storage.paths import object_uri
@@ -63,6 +64,9 @@ DEFAULT_MIN_RATE = 64 * 1024
 
 _SNIFF_BYTES = 16
 _PREVIEW_BYTES = 120
+#: Bytes kept of a body's start: the preview and enough beyond it that a credential crossing the
+#: preview's end is still recognised (and masked) whole.
+_HEAD_BYTES = _PREVIEW_BYTES + 256
 _PROGRESS_MIN_TOTAL = 16 * MiB
 _PROGRESS_UNKNOWN_STEP = 256 * MiB
 _EXPIRED_STATUS = frozenset({401, 403, 404, 410})
@@ -236,11 +240,6 @@ def _host_allowed(host: str, allowed: tuple[str, ...]) -> bool:
     return False
 
 
-def _display(url: str) -> str:
-    """A URL for messages and logs: no query string (signed URLs carry credentials there)."""
-    return url.split("?", 1)[0].split("#", 1)[0]
-
-
 # -- the download -----------------------------------------------------------------------------------
 
 
@@ -286,12 +285,14 @@ class _Download:
         self.progress: _Progress | None = None
         #: The host the body being read came from, when it is not the gateway (its bytes are not shown).
         self.body_host: str | None = None
+        #: The request whose answer is being read (its credentials are masked where its body is quoted).
+        self.body_request: httpx.Request | None = None
         self.started = time.time()
         self.deadline = SocketDeadline(self.started + settings.budget(None), "the download's deadline")
 
     @property
     def label(self) -> str:
-        return f"{self.what} from {_display(self.url)}"
+        return f"{self.what} from {shown_url(self.url)}"
 
     def run(self) -> StoredObject:
         try:
@@ -365,7 +366,7 @@ class _Download:
             url = httpx.URL(raw)
         except httpx.InvalidURL as err:
             raise VideoDownloadError(
-                f"Downloading {self.what}: the gateway reported an invalid URL {_display(raw)!r} ({err})."
+                f"Downloading {self.what}: the gateway reported an invalid URL {shown_url(raw)!r} ({err})."
             ) from None
         for _hop in range(self.settings.max_redirects + 1):
             self._check_hop(url, raw)
@@ -396,7 +397,7 @@ class _Download:
     def _check_hop(self, url: httpx.URL, raw: str) -> None:
         if url.scheme not in ("http", "https") or not url.host:
             raise VideoDownloadError(
-                f"Downloading {self.label}: refusing to fetch {_display(raw)!r}; only http(s) URLs are "
+                f"Downloading {self.label}: refusing to fetch {shown_url(raw)!r}; only http(s) URLs are "
                 "accepted at every redirect hop."
             )
         allowed = self.settings.allowed_hosts
@@ -497,6 +498,7 @@ class _Download:
     def _check_headers(self, response: httpx.Response, total: int | None) -> None:
         self.content_type = response.headers.get("content-type")
         self.body_host = None if self._from_gateway(response) else response.request.url.host
+        self.body_request = response.request
         ctype = (self.content_type or "").split(";")[0].strip().lower()
         if ctype.startswith(_TEXTUAL_TYPES) or ctype.endswith(("+json", "+xml")):
             raise VideoDownloadError(
@@ -566,7 +568,7 @@ class _Download:
                         "arrived; stopped. Raise max_bytes if this size is expected."
                     )
                 if self.suffix is None:  # blocks are whole (>= 1 MiB) but for the last or a cut one
-                    head += bytes(block[: _PREVIEW_BYTES - len(head)])
+                    head += bytes(block[: _HEAD_BYTES - len(head)])
                     if len(head) >= _SNIFF_BYTES:
                         self._sniff(head)
                 if self.sink is None:
@@ -588,7 +590,7 @@ class _Download:
             if not head:
                 shown = "(empty body)"
             elif self.body_host is None:
-                shown = repr(head[:_PREVIEW_BYTES].decode("utf-8", "replace"))
+                shown = repr(redact(head, self.body_request)[:_PREVIEW_BYTES].decode("utf-8", "replace"))
             else:
                 shown = f"bytes not shown: they came from {self.body_host!r}, not the gateway"
             raise VideoDownloadError(
@@ -769,7 +771,8 @@ def _body_preview(response: httpx.Response) -> str:
     with suppress(httpx.HTTPError, RuntimeError):
         for chunk in response.iter_raw():
             data += chunk
-            if len(data) >= _PREVIEW_BYTES:
+            if len(data) >= _HEAD_BYTES:
                 break
+    data = redact(data, response.request)
     text = data[:_PREVIEW_BYTES].decode("utf-8", "replace").strip().replace("\n", " ")
     return text + ("…" if len(data) > _PREVIEW_BYTES else "")
