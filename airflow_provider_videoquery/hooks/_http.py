@@ -6,6 +6,7 @@ Nothing here does I/O. The hook drives :func:`exchange` with a sync ``httpx.Clie
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import random
@@ -101,7 +102,7 @@ class GatewayConfig(BaseModel):
         looks a connection up again after a minute), not once per request."""
         return ClientKey(self.verify_ssl, proxy_for(self.base_url, self.proxy))
 
-    @property
+    @cached_property
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
 
@@ -301,18 +302,25 @@ def redact(data: bytes, request: httpx.Request | None) -> bytes:
     return data
 
 
-def _credentials_sent(request: httpx.Request) -> list[bytes]:
+def _credentials_sent(request: httpx.Request) -> tuple[bytes, ...]:
+    return _credentials_in(tuple(request.headers.raw), request.url.password)
+
+
+@functools.lru_cache(maxsize=64)
+def _credentials_in(headers: tuple[tuple[bytes, bytes], ...], password: str | None) -> tuple[bytes, ...]:
+    """The credentials among a request's headers and URL password (worked out once per set: every
+    answer of a connection's polls comes for the same headers)."""
     found: list[bytes] = []
-    for name, value in request.headers.raw:
+    for name, value in headers:
         lowered = name.decode("latin-1").lower()
         if lowered == "authorization":
             scheme, _, credential = value.partition(b" ")
             found.append(credential.strip() or scheme)
         elif any(word in lowered for word in _SECRET_HEADER_WORDS):
             found.append(value.strip())
-    if request.url.password:
-        found.append(request.url.password.encode())
-    return [secret for secret in found if len(secret) >= _SECRET_MIN_LENGTH]
+    if password:
+        found.append(password.encode())
+    return tuple(secret for secret in found if len(secret) >= _SECRET_MIN_LENGTH)
 
 
 #: ``request.extensions`` key: epoch seconds by which the answer must be complete (the sync driver shuts
