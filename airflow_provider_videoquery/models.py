@@ -332,16 +332,20 @@ def _error_text(payload: Mapping[str, Any]) -> str:
 
 
 def _number(value: Any) -> float | None:
+    """A finite number from a number or its text (``"50%"``); None otherwise: NaN and infinity (which
+    Python's json reads, and ``float("inf")`` parses) are no numbers, and NaN is no JSON for events."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip().rstrip("%").strip())
-        except ValueError:
+    try:
+        if isinstance(value, int | float):
+            number = float(value)
+        elif isinstance(value, str):
+            number = float(value.strip().rstrip("%").strip())
+        else:
             return None
-    return None
+    except (ValueError, OverflowError):  # "n/a"; an integer of 400 digits
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _progress(payload: Mapping[str, Any]) -> float | None:

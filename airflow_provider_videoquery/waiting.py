@@ -9,6 +9,7 @@ poll again. The trigger yields that event; the sensor and the operator's worker-
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +53,24 @@ _monotonic = time.monotonic  # the throttle's clock (tests replace it)
 DEFAULT_UNREACHABLE_TIMEOUT = 180.0
 #: … and the most it may be set to: a wrong address should not keep a task deferred for long.
 MAX_UNREACHABLE_TIMEOUT = 300.0
+
+
+#: The shortest pause between two polls of one task: a smaller ``poll_interval`` (0 included) is raised
+#: to it, so a wait never polls in a tight loop on the triggerer's event loop (or on a worker).
+#: Gateways refresh a task about every 15 s: anything under 5 s gains nothing.
+MIN_POLL_INTERVAL = 0.01
+
+
+def poll_interval_checked(value: float, owner: str) -> float:
+    """``value`` as seconds between polls, at least :data:`MIN_POLL_INTERVAL`; a ValueError naming
+    ``owner`` when it is negative or not a finite number."""
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(
+            f"{owner}: poll_interval must be a finite number of seconds >= 0, got {value!r}; gateways "
+            "refresh a task about every 15 s, so 10-30 s is usual."
+        )
+    return max(seconds, MIN_POLL_INTERVAL)
 
 
 def unreachable_timeout_checked(value: float) -> float:

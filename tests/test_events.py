@@ -19,6 +19,7 @@ from airflow_provider_videoquery.exceptions import (
 )
 from airflow_provider_videoquery.models import TaskStatus, VideoTask, parse_task
 from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
+from tests.airflow_helpers import first_event
 from tests.conftest import FIXTURES, connection_json
 
 ID = "sora-2:task_01kevents"
@@ -136,3 +137,24 @@ def test_an_unusable_event_is_described_without_its_values() -> None:
     with pytest.raises(VideoQueryError, match="keys") as caught:
         task_from_event(event, ID)
     assert "SECRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize("progress", ["NaN", "Infinity", '"NaN"'])
+async def test_a_nan_progress_from_the_gateway_never_reaches_an_event(
+    progress: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real server answers ``"progress": NaN`` (Python's json reads it): the event stays strict JSON."""
+    from tests.gateway import Handler, scripted_gateway
+
+    body = f'{{"id": "{ID}", "status": "failed", "fail_reason": "moderation", "progress": {progress}}}'
+
+    def answer(handler: Handler) -> None:
+        handler.send(200, body)
+
+    with scripted_gateway(answer) as gateway:
+        monkeypatch.setenv("AIRFLOW_CONN_VIDEOQUERY_DEFAULT", connection_json(gateway.url, timeout=5))
+        event = await first_event(VideoTaskTrigger(video_task_id=ID, deadline=9e9, poll_interval=0.05))
+
+    assert event["status"] == EventStatus.FAILED.value
+    assert event["task"]["progress"] is None
+    json.dumps(event, allow_nan=False)  # what Airflow stores must be JSON

@@ -165,13 +165,14 @@ def test_retry_after_is_honoured(emulator: Emulator, sleeps: list[float]) -> Non
     assert sleeps == [3.0]
 
 
-def test_slow_headers_past_the_read_timeout_are_retried_in_the_triggerer(
+async def test_slow_headers_past_the_read_timeout_are_retried_in_the_triggerer(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_VIDEOQUERY_DEFAULT", connection_json(emulator.url, timeout=0.2))
     emulator.add_task("veo3:t1", Scenario(family="veo", polls_to_complete=1))
     emulator.add_fault(Fault("slow_headers", route="query", times=1, delay=1.0))
-    assert asyncio.run(hook().aget_task("veo3:t1")).status is TaskStatus.SUCCEEDED
+    async with hook() as h:
+        assert (await h.aget_task("veo3:t1")).status is TaskStatus.SUCCEEDED
 
 
 def test_on_the_worker_a_query_ends_within_the_connections_timeout(

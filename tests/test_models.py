@@ -213,6 +213,22 @@ def test_progress_as_number_string_or_percent(raw: object, expected: float | Non
     assert parse_task({"status": "processing", "progress": raw}, "i").progress == expected
 
 
+@pytest.mark.parametrize(
+    "raw", [float("nan"), float("inf"), float("-inf"), "NaN", "Infinity", "inf%", "-inf"]
+)
+@pytest.mark.parametrize("where", ["progress", "progress_pct"])
+def test_a_progress_that_is_no_number_is_dropped(raw: object, where: str) -> None:
+    """NaN would reach events and XCom as an invalid JSON ``NaN``; infinity would read as 100 %."""
+    payload: dict[str, Any] = {"status": "processing"}
+    if where == "progress":
+        payload["progress"] = raw
+    else:
+        payload["detail"] = {"pending_info": {"progress_pct": raw}}
+    task = parse_task(payload, "i")
+    assert task.progress is None
+    json.dumps(task.for_xcom(), allow_nan=False)
+
+
 def test_progress_fraction_is_scaled() -> None:
     payload = {"status": "processing", "detail": {"pending_info": {"progress_pct": 0.5}}}
     assert parse_task(payload, "i").progress == 50.0

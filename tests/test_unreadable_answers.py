@@ -139,12 +139,17 @@ def bomb(monkeypatch: pytest.MonkeyPatch) -> Iterator[ScriptedGateway]:
         yield running
 
 
+async def aget_and_close(hook: VideoQueryHook, video_task_id: str) -> object:
+    async with hook:
+        return await hook.aget_task(video_task_id)
+
+
 @pytest.mark.parametrize("call", ["get_task", "aget_task", "create_task"])
 def test_a_gzip_bomb_stops_at_the_cap_without_taking_the_memory(bomb: ScriptedGateway, call: str) -> None:
     hook = VideoQueryHook()
     calls: dict[str, Callable[[], object]] = {
         "get_task": lambda: hook.get_task("veo3.1-fast:bomb"),
-        "aget_task": lambda: asyncio.run(hook.aget_task("veo3.1-fast:bomb")),
+        "aget_task": lambda: asyncio.run(aget_and_close(hook, "veo3.1-fast:bomb")),
         "create_task": lambda: hook.create_task("veo3.1-fast", "A fox"),
     }
     # A create's answer the gateway may have acted on is uncertain (not retried); a query's is an error.

@@ -406,11 +406,19 @@ def uncertain_create(request: httpx.Request, what: str, problem: str) -> VideoCr
     except ValueError:
         body = {}
     prompt = str(body.get("prompt") or "") if isinstance(body, dict) else ""
+    return uncertain_error(what, problem, prompt, "just before", datetime.now(UTC))
+
+
+def uncertain_error(
+    what: str, problem: str, prompt: str, relation: str, when: datetime
+) -> VideoCreateUncertainError:
+    """:func:`uncertain_create`'s error from its parts: ``relation`` ("just before", "at about") ties
+    the gateway's task to ``when``."""
     prompt = prompt[:80] + ("…" if len(prompt) > 80 else "")
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    stamp = when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     check = (
-        f"Check the gateway's task list or usage log for a task created just before {now} with the prompt "
-        f"{prompt!r}: if it is there, pass its id as video_task_id to VideoDownloadOperator or "
+        f"Check the gateway's task list or usage log for a task created {relation} {stamp} with the "
+        f"prompt {prompt!r}: if it is there, pass its id as video_task_id to VideoDownloadOperator or "
         "VideoTaskSensor; if not, clear this task to create it again."
     )
     message = (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
@@ -19,9 +19,9 @@ from airflow_provider_videoquery.exceptions import (
     VideoDownloadError,
     VideoQueryTransientError,
 )
-from airflow_provider_videoquery.hooks._http import RetryPolicy
+from airflow_provider_videoquery.hooks._http import RetryPolicy, uncertain_error
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
-from airflow_provider_videoquery.models import VideoTask, display_url
+from airflow_provider_videoquery.models import TaskStatus, VideoTask, display_url
 from airflow_provider_videoquery.storage import (
     DEFAULT_MAX_BYTES,
     ContentKind,
@@ -38,6 +38,7 @@ from airflow_provider_videoquery.waiting import (
     DEFER_MARGIN,
     Event,
     Watch,
+    poll_interval_checked,
     refreshed,
     require_task_id,
 )
@@ -54,8 +55,11 @@ class VideoCreateOperator(BaseOperator):
     anything is paid for. A create is paid for once: after a POST the gateway may have received without
     telling its id (timeout after sending, reset, 5xx, an answer without an id) the task fails at once,
     without Airflow retries, with :class:`~airflow_provider_videoquery.exceptions.VideoCreateUncertainError`
-    saying what to look for at the gateway. The new id is pushed to XCom (key ``video_task_id``) as soon
-    as the gateway returns it, before anything else can fail. A task the gateway rejects at once raises
+    saying what to look for at the gateway. On Airflow 3.3 the create is also recorded in the task's
+    ``task_state_store`` (key ``videoquery_create``): a retry after a try that died mid-request fails the
+    same way instead of paying again, and one after the create answered reuses its id (docs/create.md).
+    The new id is pushed to XCom (key ``video_task_id``) as soon as the gateway returns it, before
+    anything else can fail. A task the gateway rejects at once raises
     the non-retried :class:`~airflow_provider_videoquery.exceptions.VideoTaskFailedError`.
 
     :param model: e.g. ``veo3.1-fast``, ``sora-2``, ``grok-video-3`` (templated).
@@ -93,9 +97,11 @@ class VideoCreateOperator(BaseOperator):
 
     def execute(self, context: Context) -> str:
         hook = VideoQueryHook(self.videoquery_conn_id, route=self.route)
+        ledger = _CreateLedger.of(context, self.log, self.retry_uncertain_creates)
         try:
             self._check(hook)
-            task = hook.create_task(self.model, self.prompt, **self.extra_fields)
+            earlier = ledger.begin(hook, self._uncertain(hook), self.prompt) if ledger is not None else None
+            task = earlier if earlier is not None else self._create(hook, ledger)
         except VideoCreateUncertainError as err:
             if not self.retry_uncertain_creates:
                 raise
@@ -112,12 +118,131 @@ class VideoCreateOperator(BaseOperator):
         ensure_not_failed(task)
         return task.id
 
+    def _create(self, hook: VideoQueryHook, ledger: _CreateLedger | None) -> VideoTask:
+        """The create itself; the ledger (Airflow 3.3+) learns its id, or forgets the create once the
+        outcome is known to be nothing (a refusal) or has been told (an uncertain create's message says
+        what to check, and a clear after that creates again)."""
+        try:
+            task = hook.create_task(self.model, self.prompt, **self.extra_fields)
+        except Exception:
+            if ledger is not None:
+                ledger.forget()
+            raise
+        if ledger is not None:
+            ledger.created(task.id)
+        return task
+
+    def _uncertain(self, hook: VideoQueryHook) -> Callable[[str, datetime], VideoCreateUncertainError]:
+        """The error for a create an earlier try sent without learning its id."""
+        what = f"Creating a {self.model!r} video task at {hook.config.shown_url}"
+
+        def error(problem: str, sent_at: datetime) -> VideoCreateUncertainError:
+            return uncertain_error(what, problem, self.prompt, "at about", sent_at)
+
+        return error
+
     def _check(self, hook: VideoQueryHook) -> None:
         """Refuse, before anything is paid for, a request its model family would not accept."""
         body = {**self.extra_fields, "model": self.model, "prompt": self.prompt}
         route = self.route or hook.config.route
         for warning in check_create_request(body, route=str(route), what=f"Task {self.task_id!r}"):
             self.log.warning(warning)
+
+
+class _CreateLedger:
+    """What this task's tries sent, in Airflow 3.3's ``task_state_store`` (kept across retries).
+
+    Before the POST the ledger records "sending" (time, prompt); right after it, the new id. A retry
+    that finds an id reuses it instead of paying again (unless the gateway failed that task); one that
+    finds "sending" without an id knows an earlier try died mid-request (killed, timed out): that create
+    is uncertain. When a try learns that nothing was made, or has told the user what to check, the entry
+    goes, so a later clear creates again. On Airflow 3.1/3.2 there is no store, hence no ledger.
+    """
+
+    KEY = "videoquery_create"
+
+    def __init__(self, store: Any, log: Any, retry_uncertain: bool) -> None:
+        self.store = store
+        self.log = log
+        self.retry_uncertain = retry_uncertain
+
+    @classmethod
+    def of(cls, context: Context, log: Any, retry_uncertain: bool) -> _CreateLedger | None:
+        store = context.get("task_state_store")  # Airflow 3.3+
+        return cls(store, log, retry_uncertain) if store is not None else None
+
+    def begin(
+        self,
+        hook: VideoQueryHook,
+        uncertain: Callable[[str, datetime], VideoCreateUncertainError],
+        prompt: str,
+    ) -> VideoTask | None:
+        """Before a create: the task an earlier try created (reuse it), or None once the create about to
+        be sent is recorded; raises ``uncertain(…)`` when an earlier try's create is uncertain."""
+        entry = self.store.get(self.KEY)
+        if isinstance(entry, dict) and entry.get("video_task_id"):
+            task = self._reused(hook, str(entry["video_task_id"]))
+            if task is not None:
+                return task
+        elif isinstance(entry, dict) and entry.get("state") == "sending":
+            sent_at = _parse_time(entry.get("sent_at"))
+            problem = (
+                f"an earlier try of this task sent it at {sent_at:%Y-%m-%d %H:%M:%S} UTC and ended "
+                "before the gateway's answer was recorded: the worker was killed or the try timed out "
+                "mid-request"
+            )
+            if not self.retry_uncertain:
+                self.forget()  # the error says what to check; a clear after that creates again
+                raise uncertain(problem, sent_at)
+            self.log.warning("%s; retry_uncertain_creates=True: creating it again.", problem.capitalize())
+        now = datetime.now(UTC).isoformat()
+        self.store.set(self.KEY, {"state": "sending", "sent_at": now, "prompt": prompt[:200]})
+        return None
+
+    def _reused(self, hook: VideoQueryHook, video_task_id: str) -> VideoTask | None:
+        try:
+            task = hook.get_task(video_task_id)
+        except Exception as err:  # the id is what was paid for: keep it, whatever this look says
+            self.log.warning(
+                "An earlier try of this task created video task %r; looking it up failed (%s), reusing "
+                "it anyway: nothing is created again.",
+                video_task_id,
+                err,
+            )
+            return VideoTask(id=video_task_id, status=TaskStatus.QUEUED, raw_status=None)
+        if task.status is TaskStatus.FAILED:
+            self.log.warning(
+                "An earlier try of this task created video task %r, which the gateway failed (%s): "
+                "creating a new one.",
+                video_task_id,
+                task.error,
+            )
+            return None
+        self.log.info(
+            "An earlier try of this task created video task %r (recorded in the task's state store): "
+            "reusing it, nothing is created again (%s).",
+            video_task_id,
+            task.summary(),
+        )
+        return task
+
+    def created(self, video_task_id: str) -> None:
+        try:
+            self.store.set(self.KEY, {"state": "created", "video_task_id": video_task_id})
+        except Exception as err:  # the id is in XCom and the log already; a retry then sees "sending"
+            self.log.warning(
+                "Could not record video task %r in the task's state store: %s", video_task_id, err
+            )
+
+    def forget(self) -> None:
+        self.store.delete(self.KEY)
+
+
+def _parse_time(value: Any) -> datetime:
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return datetime.now(UTC)
 
 
 class VideoDownloadOperator(BaseOperator):
@@ -143,7 +268,7 @@ class VideoDownloadOperator(BaseOperator):
     :param route: ``unified``, ``vidu-native``, ``openai`` or ``new-api``; default: the connection's route.
     :param wait_for_completion: wait for an unfinished task; otherwise fail at once.
     :param deferrable: wait in the triggerer (True) or poll on the worker (False).
-    :param poll_interval: seconds between status queries while waiting.
+    :param poll_interval: seconds between status queries while waiting (at least 0.01 s).
     :param timeout: seconds to wait for the task to finish (the download itself is not limited).
     :param overwrite: replace an existing, different object at the destination.
     :param max_bytes: refuse files larger than this.
@@ -182,7 +307,7 @@ class VideoDownloadOperator(BaseOperator):
         self.route = route
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = poll_interval_checked(poll_interval, f"VideoDownloadOperator {self.task_id!r}")
         self.timeout = float(timeout)
         self.overwrite = overwrite
         self.max_bytes = int(max_bytes)

@@ -24,7 +24,7 @@ from airflow_provider_videoquery.exceptions import VideoQueryAuthError, VideoQue
 from airflow_provider_videoquery.hooks._http import RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook
 from airflow_provider_videoquery.models import VideoTask
-from airflow_provider_videoquery.waiting import DEFAULT_NOT_FOUND_GRACE, Event, Watch
+from airflow_provider_videoquery.waiting import DEFAULT_NOT_FOUND_GRACE, Event, Watch, poll_interval_checked
 
 __all__ = ["VideoBatchTrigger"]
 
@@ -86,7 +86,7 @@ class VideoBatchTrigger(BaseTrigger):
         self.fire_hold = float(fire_hold)
         self.wake_at = float(wake_at) if wake_at is not None else None
         self.progress = dict(progress or {})
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = poll_interval_checked(poll_interval, "VideoBatchTrigger")
         self.max_in_flight = max(1, int(max_in_flight))
         self.max_polls_per_second = float(max_polls_per_second)
         self.progress_interval = float(progress_interval)

@@ -24,6 +24,7 @@ from airflow_provider_videoquery.waiting import (
     LAST_POLL_BUDGET,
     Event,
     Watch,
+    poll_interval_checked,
     require_task_id,
     unreachable_timeout_checked,
 )
@@ -46,7 +47,8 @@ class VideoTaskTrigger(BaseTrigger):
     :param deadline: epoch seconds after which the wait ends with a ``timeout`` event.
     :param videoquery_conn_id: the ``videoquery`` connection to poll with.
     :param route: ``unified``, ``vidu-native``, ``openai`` or ``new-api``; default: the connection's route.
-    :param poll_interval: seconds between polls (gateways refresh about every 15 s).
+    :param poll_interval: seconds between polls (gateways refresh about every 15 s); at least
+        ``waiting.MIN_POLL_INTERVAL`` (0.01 s: a smaller value, 0 included, is raised to it).
     :param not_found_deadline: epoch seconds until which "unknown task" means "not known yet";
         default: ``started_at`` + 60 s.
     :param started_at: epoch seconds the wait began (for messages); default: now.
@@ -76,7 +78,7 @@ class VideoTaskTrigger(BaseTrigger):
         self.deadline = float(deadline)
         self.videoquery_conn_id = videoquery_conn_id
         self.route = route
-        self.poll_interval = float(poll_interval)
+        self.poll_interval = poll_interval_checked(poll_interval, "VideoTaskTrigger")
         self.started_at = float(started_at) if started_at is not None else time.time()
         self.not_found_deadline = (
             float(not_found_deadline)
