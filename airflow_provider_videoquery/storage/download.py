@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
@@ -69,6 +70,7 @@ _PREVIEW_BYTES = 120
 _HEAD_BYTES = _PREVIEW_BYTES + 256
 _PROGRESS_MIN_TOTAL = 16 * MiB
 _PROGRESS_UNKNOWN_STEP = 256 * MiB
+_PROGRESS_AFTER = 2.0
 _EXPIRED_STATUS = frozenset({401, 403, 404, 410})
 _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 _TEXTUAL_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "application/problem")
@@ -556,6 +558,8 @@ class _Download:
 
     def _stream(self, response: httpx.Response, offset: int) -> None:
         received = offset
+        if self.sink is not None:  # resuming: the thread's buffers are refilled, its last block hashed first
+            self.sink.wait_hashed()
         readinto: Readinto | None = response.extensions.get(READINTO)
         blocks = _read_blocks(readinto) if readinto is not None else _join_chunks(response.iter_raw())
         head = b""  # the body's start, until it is long enough to tell what it is
@@ -671,7 +675,9 @@ class _Download:
 
 
 class _Progress:
-    """Logs every ~10 % (or every 256 MiB when the size is unknown) with the average throughput."""
+    """Logs every ~10 % (or every 256 MiB when the size is unknown) with the average throughput, once
+    the download has run :data:`_PROGRESS_AFTER` seconds: one that ends sooner (a batch's 16 MiB
+    videos: milliseconds each) says only that it started and, in the "Stored" line, that it ended."""
 
     def __init__(self, label: str, total: int | None) -> None:
         self.label = label
@@ -682,7 +688,7 @@ class _Progress:
 
     def update(self, received: int) -> None:
         value = received / self.total if self.total else float(received)
-        if value < self.next_mark:
+        if value < self.next_mark or time.monotonic() - self.started < _PROGRESS_AFTER:
             return
         rate = received / MiB / max(time.monotonic() - self.started, 1e-6)
         if self.total:
@@ -697,6 +703,8 @@ class _Progress:
 
     def done(self, received: int) -> None:
         seconds = max(time.monotonic() - self.started, 1e-6)
+        if seconds < _PROGRESS_AFTER:
+            return
         log.info(
             "Downloaded %.1f MiB in %.1fs (%.1f MB/s).", received / MiB, seconds, received / MiB / seconds
         )
@@ -707,12 +715,21 @@ class _Progress:
 
 def _read_blocks(readinto: Readinto) -> Iterator[memoryview]:
     """The body in blocks of ``CHUNK_SIZE`` (shorter only at its end) in two buffers taken in turn: a
-    block stays valid while the next one is read (and hashed on by the sink, see :meth:`.Sink.write`)."""
-    buffers = (memoryview(bytearray(CHUNK_SIZE)), memoryview(bytearray(CHUNK_SIZE)))
+    block stays valid while the next one is read (and hashed on by the sink, see :meth:`.Sink.write`).
+
+    The buffers are the thread's own, kept for its next download (allocating and zeroing 2 MiB per
+    file cost a small video more than receiving it); a download ends (its sink finished or discarded,
+    which waits for the last hash) before the thread starts another."""
+    buffers: tuple[memoryview, memoryview] | None = getattr(_buffers, "pair", None)
+    if buffers is None:
+        buffers = _buffers.pair = (memoryview(bytearray(CHUNK_SIZE)), memoryview(bytearray(CHUNK_SIZE)))
     turn = 0
     while count := readinto(buffers[turn]):
         yield buffers[turn][:count]
         turn ^= 1
+
+
+_buffers = threading.local()
 
 
 def _join_chunks(chunks: Iterator[bytes]) -> Iterator[memoryview]:

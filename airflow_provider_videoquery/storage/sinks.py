@@ -92,9 +92,10 @@ class Sink:
     @classmethod
     def beside(cls, destination: ObjectStoragePath) -> Sink:
         """A temporary object next to ``destination`` (removing stale ones a killed run left there)."""
-        if _sweep_due(destination.parent):
-            remove_stale_parts(destination.parent)
-        return cls(destination.parent / f".{destination.name}.part-{secrets.token_hex(6)}", temporary=True)
+        folder = destination.parent
+        if _sweep_due(folder):
+            remove_stale_parts(folder)
+        return cls(folder / f".{destination.name}.part-{secrets.token_hex(6)}", temporary=True)
 
     @classmethod
     def direct(cls, destination: ObjectStoragePath) -> Sink:
@@ -104,21 +105,27 @@ class Sink:
     def write(self, block: memoryview) -> None:
         """Write ``block`` and hash it on the helper thread, which may still be hashing it when this
         returns: the caller keeps ``block`` unchanged until the next :meth:`write`, :meth:`finish` or
-        :meth:`discard` returns (two buffers in turn), so it can receive the next block meanwhile."""
-        self._wait_hashed()
-        self._hashing = _hashers().submit(self._hash.update, block)
+        :meth:`discard` returns (two buffers in turn), so it can receive the next block meanwhile.
+
+        The first block is hashed here instead: handing it over costs more than it saves for a file of
+        one block, and a longer one overlaps from its second block on."""
+        self.wait_hashed()
+        if self.size:
+            self._hashing = _hashers().submit(self._hash.update, block)
+        else:
+            self._hash.update(block)  # releases the GIL: the other downloads go on meanwhile
         self._out.write(block)
         self.size += len(block)
 
-    def _wait_hashed(self) -> None:
-        """Wait for the hash of the previous block (its buffer is then free again)."""
+    def wait_hashed(self) -> None:
+        """Wait for the hash of the last block written (its buffer is then free again)."""
         if self._hashing is not None:
             hashing, self._hashing = self._hashing, None
             hashing.result()
 
     def finish(self) -> str:
         """Write out everything and close (on S3: complete the upload); return the sha256."""
-        self._wait_hashed()
+        self.wait_hashed()
         self._out.close()
         self._finished = True
         return self._hash.hexdigest()
@@ -126,7 +133,7 @@ class Sink:
     def discard(self) -> None:
         """Abandon the write and leave nothing behind; never raises."""
         with suppress(Exception):
-            self._wait_hashed()  # the caller may reuse the block's buffer once this returns
+            self.wait_hashed()  # the caller may reuse the block's buffer once this returns
         if self._finished and not self.temporary:
             return  # already complete at the destination: nothing partial to remove
         try:
@@ -175,8 +182,10 @@ class _LocalFile:
     :data:`~.writeback.WRITEBACK_STEP` bytes (:mod:`.writeback`); the caller removes it on discard."""
 
     def __init__(self, fs: LocalFileSystem, path: ObjectStoragePath) -> None:
-        fs.makedirs(path.parent.path, exist_ok=True)
-        self._file: Any = fs.open(path.path, "wb")
+        os.makedirs(os.path.dirname(path.path), exist_ok=True)
+        # The file itself, unbuffered: each slice is one write() (fsspec's wrapper added a call per
+        # slice and a buffer copy, the same bytes in the end).
+        self._file: Any = open(path.path, "wb", buffering=0)  # noqa: SIM115 - closed by close/discard
         self._written = 0
         self._unsynced_from = 0
 
