@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
@@ -37,6 +37,7 @@ from airflow_provider_videoquery.hooks._http import (
     uncertain_create,
 )
 from airflow_provider_videoquery.hooks._probe import PROBE_TASK_ID, verdict
+from airflow_provider_videoquery.hooks._reads import TaskReads
 from airflow_provider_videoquery.models import VideoTask, elide_inline, parse_task
 from airflow_provider_videoquery.routes import EnvelopeError, RouteSpec, spec
 
@@ -175,6 +176,15 @@ class VideoQueryHook(BaseHook):
         """
         body = {"model": model, "prompt": prompt, **fields}
         return self._call_sync(lambda: self._create(body, route, self._answer_budget()))
+
+    def read_tasks(self, video_task_ids: Iterable[str], concurrency: int = 8) -> TaskReads:
+        """Re-read many tasks at once from a worker (a batch about to store them): the async path on a
+        background thread, ``concurrency`` reads in flight, each within the connection's timeout. Use
+        as ``with hook.read_tasks(ids) as reads: for video_task_id, outcome in reads: …``; a read that
+        failed comes back as its exception (read that task again with :meth:`get_task`)."""
+        reader = VideoQueryHook(self.videoquery_conn_id, self.route, self.retry_policy)
+        reader.__dict__["config"] = self.config  # resolved here: no connection lookup inside the loop
+        return TaskReads(reader, video_task_ids, concurrency, self.config.read_timeout)
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: query a made-up task; only the gateway's own JSON "unknown task" answer
