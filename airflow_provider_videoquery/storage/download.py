@@ -43,7 +43,7 @@ from airflow_provider_videoquery.hooks._http import (
     redact,
     retry_after,
 )
-from airflow_provider_videoquery.models import is_inline, shown_url
+from airflow_provider_videoquery.models import shown_url
 from airflow_provider_videoquery.storage.checks import storage_error
 from airflow_provider_videoquery.storage.hosts import blocked_address, explicitly_allowed
 from airflow_provider_videoquery.storage.paths import object_uri
@@ -166,7 +166,7 @@ def new_client(settings: DownloadSettings) -> httpx.Client:
     )
 
 
-def store_url(
+def store_download(
     url: str,
     destination: ObjectStoragePath,
     settings: DownloadSettings,
@@ -177,28 +177,9 @@ def store_url(
     client: httpx.Client | None = None,
     what: str = "the video",
 ) -> StoredObject:
-    """Download ``url`` into ``destination`` atomically and return what was stored.
-
-    ``destination`` is left untouched unless the complete, verified file replaces it. When it already
-    exists and ``overwrite`` is false, an identical object (size and sha256) is kept and reported as
-    ``reused``; a different one fails. ``suffix_from_content`` renames the target to the extension of
-    what arrived (e.g. a thumbnail that turns out to be PNG). ``what`` names the file in messages.
-
-    :raises VideoDownloadError: expired URL, not a video/image, too large, unsafe redirect, conflict,
-        or transient failures that outlasted the retries.
-    """
-    if is_inline(url):  # the file itself, not a link: decoded, checked and placed like a download
-        from airflow_provider_videoquery.storage.inline import store_inline
-
-        return store_inline(
-            url,
-            destination,
-            settings,
-            kind=kind,
-            overwrite=overwrite,
-            suffix_from_content=suffix_from_content,
-            what=what,
-        )
+    """Download the link ``url`` into ``destination`` (see :func:`.store.store_url`, which also takes an
+    inline ``data:`` video); ``client`` (:func:`new_client`) may be shared by many downloads, whose
+    connections it keeps."""
     own_client = client is None
     http = client if client is not None else new_client(settings)
     try:

@@ -144,7 +144,7 @@ def store_inline(
     suffix_from_content: bool = False,
     what: str = "the video",
 ) -> StoredObject:
-    """Store the file a ``data:`` URI carries, like :func:`.download.store_url` stores a downloaded one.
+    """Store the file a ``data:`` URI carries, like :func:`.download.store_download` stores a downloaded one.
 
     :raises VideoDownloadError: another media type, not base64, larger than ``max_bytes`` (refused
         before anything is written), not an MP4 (or image), invalid base64, or a conflicting object.

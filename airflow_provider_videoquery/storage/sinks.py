@@ -37,7 +37,7 @@ from airflow.sdk import ObjectStoragePath
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile
 
-from airflow_provider_videoquery.storage import writeback
+import airflow_provider_videoquery.storage.writeback as writeback
 from airflow_provider_videoquery.storage.multipart import MultipartUpload
 from airflow_provider_videoquery.storage.paths import object_uri
 
