@@ -71,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="aiohttp,trigger,batch",
         help="comma list of aiohttp, trigger, batch (and trigger@before, batch@before)",
     )
-    p.add_argument("--batch-videos", type=int, default=1000, help="videos end to end (0 = skip)")
+    p.add_argument(
+        "--batch-videos",
+        type=batch.videos_spec,
+        default=[(1000, 1)],
+        help="videos end to end: 1000 (of 1 MiB) or 1000x1,200x16 (count x MiB each); 0 = skip",
+    )
     p.add_argument("--parses", type=int, default=20000, help="parses per seed and batch")
     p.add_argument("--json", default=None, help="also write every raw result to this file")
     return p
@@ -115,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=args.rounds,
                 before=args.before,
             )
-            if args.batch_videos:
-                results["batch"] += batch.run_e2e(emu.url, args.batch_videos, _log)
+            for count, mib in args.batch_videos:
+                results["batch"] += batch.run_e2e(
+                    emu.url, count, _log, video_bytes=mib * MiB, rounds=args.rounds, before=args.before
+                )
             stack.close()
         if "download" in only:
             emu = stack.enter_context(emulator())
@@ -253,23 +260,29 @@ def render(results: dict[str, Any]) -> str:
             r for r in results["batch"] if r.get("side", "").split("@")[0] in ("aiohttp", "trigger", "batch")
         ]
         lines += _waits_table(waited)
-        ends = [r for r in results["batch"] if r.get("side") in ("operator", "curl")]
+        ends = [r for r in results["batch"] if r.get("side", "").startswith(("operator", "curl"))]
         if ends:
-            title = "Batches: videos end to end through VideoBatchOperator (dag.test()), downloads vs curl"
+            title = "Batches: videos end to end through VideoBatchOperator (dag.test()), stored vs curl"
             lines += ["", title]
             rows = [
                 [
+                    _fmt(r.get("mib"), "g"),
+                    str(r.get("round", 0) + 1),
                     r["side"],
+                    _fmt(r.get("load"), ".1f"),
                     _fmt(r.get("n"), "d"),
                     _fmt(r.get("wall_s"), ".1f"),
                     _fmt(r.get("peak_rss_mb"), ".0f"),
                     _fmt(r.get("store_s"), ".1f"),
                     _fmt(r.get("store_mb_per_s") or r.get("mb_per_s"), ".0f"),
+                    _fmt(r.get("vs_curl"), ".2f"),
+                    _fmt(r.get("vs_curl_fsync"), ".2f"),
                     (r.get("error") or r.get("state") or "")[-160:],
                 ]
                 for r in ends
             ]
-            header = ["side", "videos", "wall s", "peak RSS MiB", "store s", "MB/s stored", "note"]
+            header = ["MiB/video", "round", "side", "load", "videos", "wall s", "peak RSS MiB", "store s"]
+            header += ["MB/s stored", "x curl", "x curl+fsync", "note"]
             lines += _table(header, rows)
     if "download" in results:
         lines += ["", "Download (best of the rounds; peak RSS above the process's RSS after imports)"]

@@ -35,6 +35,8 @@ from benchmarks._common import (
     admin,
     connection_json,
     emit,
+    load_average,
+    package_first,
     peak_rss_bytes,
     raise_fd_limit,
     rss_bytes,
@@ -209,8 +211,10 @@ def measure_e2e(n: int, url: str) -> dict[str, Any]:
     }
 
 
-def curl_parallel(url: str, ids: list[str], parallel: int) -> dict[str, Any]:
-    """``curl --parallel`` of the same videos into files, ``parallel`` transfers at once."""
+def curl_parallel(url: str, ids: list[str], parallel: int, fsync: bool = False) -> dict[str, Any]:
+    """``curl --parallel`` of the same videos into files, ``parallel`` transfers at once; ``fsync``: then
+    every file and the folder made durable, as the provider does before it reports a video stored (the
+    like-for-like reference: curl alone leaves them in the page cache)."""
     folder = scratch_dir()
     config = folder / "urls.txt"
     with config.open("w") as out:
@@ -232,28 +236,84 @@ def curl_parallel(url: str, ids: list[str], parallel: int) -> dict[str, Any]:
                 str(config),
             ],
             check=True,
-            timeout=600,
+            timeout=1200,
         )
+        videos = sorted(folder.glob("*.mp4"))
+        if fsync:
+            for path in [*videos, folder]:
+                descriptor = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
         wall = time.perf_counter() - started
-        total = sum(p.stat().st_size for p in folder.glob("*.mp4"))
+        total = sum(p.stat().st_size for p in videos)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return {"side": "curl", "n": len(ids), "wall_s": wall, "bytes": total, "mb_per_s": total / 1e6 / wall}
+    side = "curl+fsync" if fsync else "curl"
+    return {"side": side, "n": len(ids), "wall_s": wall, "bytes": total, "mb_per_s": total / 1e6 / wall}
 
 
-def run_e2e(url: str, n: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def run_e2e(
+    url: str,
+    n: int,
+    log: Callable[[str], None],
+    *,
+    video_bytes: int = E2E_VIDEO_BYTES,
+    rounds: int = 1,
+    before: Path | None = None,
+) -> list[dict[str, Any]]:
+    """``n`` videos of ``video_bytes`` end to end through the batch operator (and ``operator@before``, the
+    package in ``before``), then ``curl`` and ``curl+fsync`` of the same videos, in each of ``rounds``
+    rounds; every operator row gets its store phase's ratio to both curls of its round."""
     admin(url, "/_emulator/reset", {})
-    admin(url, "/_emulator/default", {"polls_to_complete": 2, "video_size": E2E_VIDEO_BYTES})
+    admin(url, "/_emulator/default", {"polls_to_complete": 2, "video_size": video_bytes})
     env = worker_env(AIRFLOW_CONN_VIDEOQUERY_DEFAULT=connection_json(url, timeout=120))
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "example_dags")
-    log(f"batch end to end: {n} videos through VideoBatchOperator …")
-    operator = run_worker("benchmarks.batch", ["--side", "e2e", "--n", str(n), "--url", url], env, 1800)
-    ids = operator.pop("ids", [])
-    results = [operator]
-    if ids:
-        log(f"batch end to end: curl --parallel-max {E2E_PARALLEL} of the same {len(ids)} videos …")
-        results.append(curl_parallel(url, ids, E2E_PARALLEL))
+    sides: dict[str, tuple[dict[str, str], Path | None]] = {"operator": (env, None)}
+    if before is not None:
+        sides["operator@before"] = package_first(env, before)
+    mib = video_bytes / 1024 / 1024
+    results: list[dict[str, Any]] = []
+    for round_ in range(rounds):
+        order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]
+        ids: list[str] = []
+        for side in order:
+            side_env, cwd = sides[side]
+            log(f"batch end to end: {n} videos of {mib:g} MiB through {side} (round {round_ + 1}) …")
+            load = load_average()
+            args = ["--side", "e2e", "--n", str(n), "--url", url]
+            result = run_worker("benchmarks.batch", args, side_env, 3600, cwd=cwd)
+            ids = result.pop("ids", None) or ids
+            results.append({**result, "side": side, "round": round_, "load": load, "mib": mib})
+        for fsync in (False, True) if ids else ():
+            log(f"batch end to end: curl --parallel-max {E2E_PARALLEL}{' + fsync' if fsync else ''} …")
+            load = load_average()
+            results.append({**curl_parallel(url, ids, E2E_PARALLEL, fsync), "round": round_, "load": load})
+            results[-1]["mib"] = mib
+    _store_ratios(results)
     return results
+
+
+def _store_ratios(results: list[dict[str, Any]]) -> None:
+    """``vs_curl``/``vs_curl_fsync``: an operator's store MB/s over the curls' of its round and size."""
+    for r in results:
+        same = [c for c in results if c.get("round") == r.get("round") and c.get("mib") == r.get("mib")]
+        rates = {c["side"]: c.get("mb_per_s") for c in same if c["side"].startswith("curl")}
+        stored = r.get("store_mb_per_s")
+        for reference, key in (("curl", "vs_curl"), ("curl+fsync", "vs_curl_fsync")):
+            if stored and rates.get(reference):
+                r[key] = stored / rates[reference]
+
+
+def videos_spec(text: str) -> list[tuple[int, int]]:
+    """``--batch-videos``: ``1000`` (videos of 1 MiB) or ``1000x1,200x16`` (count x MiB each); 0 skips."""
+    spec = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        count, _, mib = part.partition("x")
+        if int(count):
+            spec.append((int(count), int(mib or 1)))
+    return spec
 
 
 def main(argv: list[str] | None = None) -> int:

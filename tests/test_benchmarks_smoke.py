@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks import batch, download, parse, task_download, waits
 from benchmarks.__main__ import render
-from benchmarks._common import REPO, emulator, moto_s3, package_first
+from benchmarks._common import REPO, admin, emulator, moto_s3, package_first
 
 MiB = 1024 * 1024
 
@@ -141,3 +141,40 @@ def test_parse_every_seed() -> None:
     for r in results:
         assert _positive(r["per_s"]), r
         assert r["status"] in ("queued", "running", "succeeded", "failed"), r
+
+
+def test_batch_videos_spec() -> None:
+    assert batch.videos_spec("1000") == [(1000, 1)]
+    assert batch.videos_spec("1000x1, 200x16") == [(1000, 1), (200, 16)]
+    assert batch.videos_spec("0") == []
+
+
+@pytest.mark.timeout(60)
+def test_curl_with_fsync_is_the_durable_reference() -> None:
+    """``curl+fsync``: the same fetch, every file and the folder then fsynced (what the provider does)."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    ids = [f"veo3.1-fast:curl-{n}" for n in range(3)]
+    with emulator() as emu:
+        tasks = [{"id": i, "scenario": {"video_size": MiB}} for i in ids]
+        admin(emu.url, "/_emulator/tasks", {"tasks": tasks})
+        plain = batch.curl_parallel(emu.url, ids, 2)
+        durable = batch.curl_parallel(emu.url, ids, 2, fsync=True)
+    assert (plain["side"], durable["side"]) == ("curl", "curl+fsync")
+    assert plain["bytes"] == durable["bytes"] == 3 * MiB
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_batch_end_to_end_with_the_before_side() -> None:
+    """The end-to-end side beside ``operator@before`` and both curls (two dag.test() runs: make bench and
+    make test-slow only)."""
+    with emulator() as emu:
+        results = batch.run_e2e(emu.url, 4, lambda _: None, video_bytes=MiB, before=REPO)
+    assert [r["side"] for r in results] == ["operator", "operator@before", "curl", "curl+fsync"]
+    for r in results[:2]:
+        assert "error" not in r, r
+        assert r["videos"] == 4, r
+        assert _positive(r["vs_curl"]), r
+        assert _positive(r["vs_curl_fsync"]), r
+    assert "x curl+fsync" in render({"machine": {"cpus": 1, "cpu": "x", "python": "3"}, "batch": results})
