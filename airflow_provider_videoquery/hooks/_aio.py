@@ -20,7 +20,7 @@ import httpx
 from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError
 from yarl import URL
 
-from airflow_provider_videoquery.hooks._http import AnswerBody, ClientKey, Outcome
+from airflow_provider_videoquery.hooks._http import AnswerBody, ClientKey, Outcome, tls_context
 
 #: Idle connections are closed after this many seconds (httpx's default keep-alive expiry).
 KEEPALIVE_SECONDS = 5.0
@@ -36,8 +36,7 @@ class AsyncSender:
     def __init__(self, key: ClientKey, max_connections: int) -> None:
         self.key = key
         self.loop = asyncio.get_running_loop()
-        # The CA bundle as httpx loads it (certifi, SSL_CERT_FILE/SSL_CERT_DIR), as on workers.
-        tls = httpx.create_ssl_context(verify=key.verify_ssl)
+        tls = tls_context(key.verify_ssl)  # the CA bundle as httpx loads it, as on workers
         connector = aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS, ssl=tls)
         # No cookie jar: a gateway's cookies are not sent back (nor were they by the httpx client).
         self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())

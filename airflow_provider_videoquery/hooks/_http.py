@@ -44,6 +44,14 @@ DEFAULT_MAX_ANSWER_BYTES = 256 * 1024 * 1024
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
 
 
+@functools.lru_cache(maxsize=2)
+def tls_context(verify: bool) -> ssl.SSLContext:
+    """The TLS context of every client with this ``verify`` setting, as httpx makes it (certifi, or
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR``), made once per process: loading the CA bundle costs ~50 ms (up to
+    a second on a busy machine), and a batch made its clients anew for every wave."""
+    return httpx.create_ssl_context(verify=verify)
+
+
 class ClientKey(NamedTuple):
     """Everything that changes an HTTP client (not a request): clients are shared per key."""
 

@@ -34,6 +34,7 @@ from airflow_provider_videoquery.hooks._http import (
     describe,
     exchange,
     json_body,
+    tls_context,
     uncertain_create,
 )
 from airflow_provider_videoquery.hooks._probe import PROBE_TASK_ID, verdict
@@ -110,7 +111,7 @@ class VideoQueryHook(BaseHook):
         # No keep-alive: an answer's deadline watches the socket of each new connection (a reused one
         # would go unwatched); the sync path makes few calls.
         limits = httpx.Limits(max_keepalive_connections=0)
-        transport = httpx.HTTPTransport(verify=verify, proxy=proxy, limits=limits)
+        transport = httpx.HTTPTransport(verify=tls_context(verify), proxy=proxy, limits=limits)
         return httpx.Client(transport=transport, timeout=self.config.timeout)
 
     def close(self) -> None:

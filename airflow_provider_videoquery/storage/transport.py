@@ -22,7 +22,7 @@ from typing import NoReturn
 import httpx
 
 from airflow_provider_videoquery.hooks._deadline import WATCH_SOCKET
-from airflow_provider_videoquery.hooks._http import USER_AGENT, ClientKey, proxy_for
+from airflow_provider_videoquery.hooks._http import USER_AGENT, ClientKey, proxy_for, tls_context
 
 #: ``response.extensions`` key of the body's ``readinto(buffer) -> int`` (0 at the end of the body).
 READINTO = "videoquery.readinto"
@@ -104,7 +104,7 @@ def _proxied(verify: bool, proxy: str) -> httpx.HTTPTransport:
     """httpx's own transport through ``proxy``, without keep-alive: a request's deadline watches the
     socket of each connection it opens (:mod:`..hooks._deadline`), and a reused one would go unwatched."""
     limits = httpx.Limits(max_keepalive_connections=0)
-    return httpx.HTTPTransport(verify=verify, proxy=proxy, limits=limits)
+    return httpx.HTTPTransport(verify=tls_context(verify), proxy=proxy, limits=limits)
 
 
 class BlockTransport(httpx.BaseTransport):
@@ -128,7 +128,7 @@ class BlockTransport(httpx.BaseTransport):
         """Made at the first https request: loading the CA bundle costs ~50 ms (up to a second on a
         busy machine) that a plain-http download (a local gateway, a proxy-less LAN) never needs."""
         if self._tls is None:
-            self._tls = httpx.create_ssl_context(verify=self._verify_ssl)
+            self._tls = tls_context(self._verify_ssl)
         return self._tls
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
