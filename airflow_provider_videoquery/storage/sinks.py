@@ -92,10 +92,9 @@ class Sink:
     @classmethod
     def beside(cls, destination: ObjectStoragePath) -> Sink:
         """A temporary object next to ``destination`` (removing stale ones a killed run left there)."""
-        folder = destination.parent
-        if _sweep_due(folder):
-            remove_stale_parts(folder)
-        return cls(folder / f".{destination.name}.part-{secrets.token_hex(6)}", temporary=True)
+        if _sweep_due(object_uri(destination).rpartition("/")[0]):
+            remove_stale_parts(destination.parent)
+        return cls(destination.with_name(f".{destination.name}.part-{secrets.token_hex(6)}"), temporary=True)
 
     @classmethod
     def direct(cls, destination: ObjectStoragePath) -> Sink:
@@ -229,9 +228,10 @@ def _forget_hashers() -> None:
 os.register_at_fork(after_in_child=_forget_hashers)
 
 
-def _sweep_due(folder: ObjectStoragePath) -> bool:
-    """Whether ``folder`` was not searched for stale temporaries in the last :data:`SWEEP_EVERY` s."""
-    key, now = object_uri(folder), time.monotonic()
+def _sweep_due(key: str) -> bool:
+    """Whether the folder ``key`` (its URI) was not searched for stale temporaries in the last
+    :data:`SWEEP_EVERY` seconds."""
+    now = time.monotonic()
     with _swept_lock:
         last = _swept.get(key)
         if last is not None and now - last < SWEEP_EVERY:
@@ -277,7 +277,7 @@ def sync_folder(path: ObjectStoragePath) -> None:
     """fsync the local folder holding ``path``, so a rename into it survives a host crash."""
     if not isinstance(path.fs, LocalFileSystem):
         return
-    descriptor = os.open(path.parent.path, os.O_RDONLY | os.O_DIRECTORY)
+    descriptor = os.open(os.path.dirname(path.path), os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(descriptor)
     finally:
