@@ -48,7 +48,7 @@ POLLS_TO_COMPLETE = 4
 TARGET_POLL_RATE = 500.0
 MIN_INTERVAL = 0.5
 #: Upper bound of polls per wait (a wait that never ends must not loop forever).
-_MAX_POLLS = 50
+MAX_POLLS = 50
 _TICK = 0.01
 _SAMPLE_EVERY = 0.25
 _TERMINAL = frozenset({"completed", "succeeded", "success", "failed", "failure", "error"})
@@ -179,7 +179,7 @@ async def _aiohttp_side(url: str, interval: float) -> tuple[Waiter, Callable[[],
     session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"})
 
     async def wait(task_id: str) -> None:
-        for _ in range(_MAX_POLLS):
+        for _ in range(MAX_POLLS):
             async with session.get(_query_url(url, task_id)) as response:
                 body = await response.json()
             if str(body.get("status", "")).lower() in _TERMINAL:
@@ -196,7 +196,7 @@ async def _httpx_side(url: str, interval: float) -> tuple[Waiter, Callable[[], A
     client = httpx.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=600)
 
     async def wait(task_id: str) -> None:
-        for _ in range(_MAX_POLLS):
+        for _ in range(MAX_POLLS):
             response = await client.get(_query_url(url, task_id))
             if str(response.json().get("status", "")).lower() in _TERMINAL:
                 return

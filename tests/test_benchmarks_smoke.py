@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -178,3 +179,23 @@ def test_batch_end_to_end_with_the_before_side() -> None:
         assert _positive(r["vs_curl"]), r
         assert _positive(r["vs_curl_fsync"]), r
     assert "x curl+fsync" in render({"machine": {"cpus": 1, "cpu": "x", "python": "3"}, "batch": results})
+
+
+@pytest.mark.timeout(90)
+def test_the_command_line_with_polls_rounds_and_an_interval(tmp_path: Path) -> None:
+    """``--polls`` (polls per wait), ``--rounds`` and ``--interval`` through ``python -m benchmarks``."""
+    from benchmarks.__main__ import main
+
+    out = tmp_path / "results.json"
+    argv = ["--only", "waits", "--sizes", "10", "--sides", "aiohttp,trigger", "--polls", "2"]
+    assert main([*argv, "--rounds", "2", "--interval", "0.5", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["polls_per_wait"] == 2
+    assert [(r["side"], r["round"], r["polls"]) for r in results["waits"]] == [
+        ("aiohttp", 0, 20),
+        ("trigger", 0, 20),
+        ("trigger", 1, 20),
+        ("aiohttp", 1, 20),
+    ]
+    with pytest.raises(SystemExit):
+        main(["--only", "waits", "--polls", "0"])
