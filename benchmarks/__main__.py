@@ -27,6 +27,10 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def _list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -101,33 +105,18 @@ def main(argv: list[str] | None = None) -> int:
         _log("parse …")
         results["parse"] = parse.run(args.parses)
     with contextlib.ExitStack() as stack:
+        paired = {"interval": args.interval, "rounds": args.rounds, "before": args.before}
         if "waits" in only:
             emu = stack.enter_context(emulator(polls=args.polls))
-            sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+            sides = _list(args.sides)
             results["waits"] = waits.run(
-                emu.url,
-                args.sizes,
-                sides,
-                args.httpx_max,
-                args.budget,
-                _log,
-                interval=args.interval,
-                rounds=args.rounds,
-                before=args.before,
+                emu.url, args.sizes, sides, args.httpx_max, args.budget, _log, **paired
             )
             stack.close()
         if "batch" in only:
             emu = stack.enter_context(emulator(polls=args.polls))
-            sides = [s.strip() for s in args.batch_sides.split(",") if s.strip()]
             results["batch"] = batch.run_waits(
-                emu.url,
-                args.batch_sizes,
-                sides,
-                args.budget,
-                _log,
-                interval=args.interval,
-                rounds=args.rounds,
-                before=args.before,
+                emu.url, args.batch_sizes, _list(args.batch_sides), args.budget, _log, **paired
             )
             for count, mib in args.batch_videos:
                 results["batch"] += batch.run_e2e(

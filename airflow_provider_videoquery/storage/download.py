@@ -166,29 +166,6 @@ def new_client(settings: DownloadSettings) -> httpx.Client:
     )
 
 
-def store_download(
-    url: str,
-    destination: ObjectStoragePath,
-    settings: DownloadSettings,
-    *,
-    kind: ContentKind = ContentKind.VIDEO,
-    overwrite: bool = False,
-    suffix_from_content: bool = False,
-    client: httpx.Client | None = None,
-    what: str = "the video",
-) -> StoredObject:
-    """Download the link ``url`` into ``destination`` (see :func:`.store.store_url`, which also takes an
-    inline ``data:`` video); ``client`` (:func:`new_client`) may be shared by many downloads, whose
-    connections it keeps."""
-    own_client = client is None
-    http = client if client is not None else new_client(settings)
-    try:
-        return _Download(url, destination, settings, kind, overwrite, suffix_from_content, http, what).run()
-    finally:
-        if own_client:
-            http.close()
-
-
 def sha256_of(path: ObjectStoragePath) -> str:
     """The sha256 of a stored object, read block by block."""
     digest = hashlib.sha256()
@@ -234,8 +211,9 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-class _Download:
-    """One ``store_url`` call: the attempt loop, the response checks and the final placement."""
+class Download:
+    """One file fetched and placed (a :func:`.store.store_url` of a link): the attempt loop, the response
+    checks and the final placement."""
 
     def __init__(
         self,

@@ -14,9 +14,10 @@ from airflow.sdk import ObjectStoragePath
 from airflow_provider_videoquery.models import is_inline
 from airflow_provider_videoquery.storage.download import (
     ContentKind,
+    Download,
     DownloadSettings,
     StoredObject,
-    store_download,
+    new_client,
 )
 from airflow_provider_videoquery.storage.inline import store_inline
 
@@ -45,25 +46,14 @@ def store_url(
         invalid inline data, or transient failures that outlasted the retries.
     """
     if is_inline(url):  # the file itself, not a link: decoded, checked and placed like a download
-        return store_inline(
-            url,
-            destination,
-            settings,
-            kind=kind,
-            overwrite=overwrite,
-            suffix_from_content=suffix_from_content,
-            what=what,
-        )
-    return store_download(
-        url,
-        destination,
-        settings,
-        kind=kind,
-        overwrite=overwrite,
-        suffix_from_content=suffix_from_content,
-        client=client,
-        what=what,
-    )
+        options = {"overwrite": overwrite, "suffix_from_content": suffix_from_content}
+        return store_inline(url, destination, settings, kind=kind, what=what, **options)
+    http = client if client is not None else new_client(settings)
+    try:
+        return Download(url, destination, settings, kind, overwrite, suffix_from_content, http, what).run()
+    finally:
+        if client is None:
+            http.close()
 
 
 __all__ = ["store_url"]
