@@ -47,7 +47,7 @@ class TaskReads:
         self._results: queue.SimpleQueue[tuple[str, Outcome]] = queue.SimpleQueue()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="videoquery-reads", daemon=True)
-        self._main: asyncio.Task[None] | None = None
+        self._main: asyncio.Future[list[None]] | None = None  # the reads while they run
         self._stopping = False
 
     def __enter__(self) -> TaskReads:
@@ -90,7 +90,6 @@ class TaskReads:
             self._loop.close()
 
     async def _read_all(self) -> None:
-        self._main = asyncio.current_task()
         gate = asyncio.Semaphore(self._concurrency)
 
         async def read(video_task_id: str) -> None:
@@ -106,11 +105,17 @@ class TaskReads:
                     outcome = err
             self._results.put((video_task_id, outcome))
 
+        # Leaving cancels the reads only: the session they used is closed either way, uncancelled.
+        reads = asyncio.gather(*(read(video_task_id) for video_task_id in self._ids))
+        self._main = reads
+        if self._stopping:
+            reads.cancel()
         try:
-            await asyncio.gather(*(read(video_task_id) for video_task_id in self._ids))
+            await reads
         except asyncio.CancelledError:
             pass
         finally:
+            self._main = None
             await self._hook.aclose()
 
 
