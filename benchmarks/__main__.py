@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -24,6 +25,10 @@ MiB = download.MiB
 
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _ints(text: str) -> list[int]:
@@ -41,8 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sides", default=",".join(waits.SIDES), help="comma list of aiohttp, trigger, httpx, trigger+freeze"
     )
+    p.add_argument(
+        "--polls",
+        type=int,
+        default=waits.POLLS_TO_COMPLETE,
+        help="polls each wait takes to finish (waits and batch; more: per-wait costs weigh less)",
+    )
     p.add_argument("--httpx-max", type=int, default=1000, help="largest N the bare httpx loop runs at")
     p.add_argument("--budget", type=float, default=300.0, help="seconds before one waits run is cut")
+    p.add_argument(
+        "--interval", type=float, default=None, help="seconds between polls (default: N / 500, at least 0.5)"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="paired rounds of the waits and batch sides: every side once per round, against that "
+        "round's floor",
+    )
     p.add_argument("--file-size", type=int, default=1024 * MiB, help="bytes downloaded to file://")
     p.add_argument("--s3-size", type=int, default=256 * MiB, help="bytes downloaded to S3 (0 = skip)")
     p.add_argument("--repeat", type=int, default=2, help="download rounds (best throughput is kept)")
@@ -52,10 +73,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         help="a folder with another airflow_provider_videoquery (git archive): its task and provider "
-        "sides run too, in the same rounds",
+        "sides run too, in the same rounds, and the waits sides named trigger@before and batch@before",
     )
     p.add_argument("--batch-sizes", type=_ints, default=[10000], help="waits by one VideoBatchTrigger")
-    p.add_argument("--batch-videos", type=int, default=1000, help="videos end to end (0 = skip)")
+    p.add_argument(
+        "--batch-sides",
+        default="aiohttp,trigger,batch",
+        help="comma list of aiohttp, trigger, batch (and trigger@before, batch@before)",
+    )
+    p.add_argument(
+        "--batch-videos",
+        type=batch.videos_spec,
+        default=[(1000, 1)],
+        help="videos end to end: 1000 (of 1 MiB) or 1000x1,200x16 (count x MiB each); 0 = skip",
+    )
     p.add_argument(
         "--ledger-sizes", type=_ints, default=[1000, 10000, 100000], help="batch sizes of the ledger runs"
     )
@@ -66,26 +97,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 1 <= args.polls <= waits.MAX_POLLS:
+        parser.error(f"--polls must be between 1 and {waits.MAX_POLLS}")
     only = {x.strip() for x in args.only.split(",")}
     raise_fd_limit()
-    results: dict[str, Any] = {"machine": machine()}
+    results: dict[str, Any] = {"machine": machine(), "polls_per_wait": args.polls}
     started = time.perf_counter()
     if "parse" in only:
         _log("parse …")
         results["parse"] = parse.run(args.parses)
     with contextlib.ExitStack() as stack:
+        paired = {"interval": args.interval, "rounds": args.rounds, "before": args.before}
         if "waits" in only:
-            emu = stack.enter_context(emulator(polls=waits.POLLS_TO_COMPLETE))
-            sides = [s.strip() for s in args.sides.split(",") if s.strip()]
-            results["waits"] = waits.run(emu.url, args.sizes, sides, args.httpx_max, args.budget, _log)
+            emu = stack.enter_context(emulator(polls=args.polls))
+            sides = _list(args.sides)
+            results["waits"] = waits.run(
+                emu.url, args.sizes, sides, args.httpx_max, args.budget, _log, **paired
+            )
             stack.close()
         if "batch" in only:
-            emu = stack.enter_context(emulator(polls=waits.POLLS_TO_COMPLETE))
-            sides = ["aiohttp", "trigger", "batch"]
-            results["batch"] = batch.run_waits(emu.url, args.batch_sizes, sides, args.budget, _log)
-            if args.batch_videos:
-                results["batch"] += batch.run_e2e(emu.url, args.batch_videos, _log)
+            emu = stack.enter_context(emulator(polls=args.polls))
+            results["batch"] = batch.run_waits(
+                emu.url, args.batch_sizes, _list(args.batch_sides), args.budget, _log, **paired
+            )
+            for count, mib in args.batch_videos:
+                results["batch"] += batch.run_e2e(
+                    emu.url, count, _log, video_bytes=mib * MiB, rounds=args.rounds, before=args.before
+                )
             stack.close()
         if "ledger" in only:
             s3_ledger = stack.enter_context(moto_s3())
@@ -142,20 +182,27 @@ def _table(header: list[str], rows: list[list[str]]) -> Iterator[str]:
 
 
 def _waits_table(waits_results: list[dict[str, Any]]) -> list[str]:
-    """One row per (N, side); x floor = CPU per poll over bare aiohttp's at the same N."""
-    floor = {r["n"]: r.get("cpu_ms_per_poll") for r in waits_results if r.get("side") == "aiohttp"}
+    """One row per (N, round, side); x floor = CPU per poll over bare aiohttp's at the same N and round."""
+    floor = {
+        (r["n"], r.get("round", 0)): r.get("cpu_ms_per_poll")
+        for r in waits_results
+        if r.get("side") == "aiohttp"
+    }
+    rounds = any(r.get("round") for r in waits_results)
     rows = []
     for r in waits_results:
         note = r.get("skipped") or r.get("error") or ("CAPPED at budget" if r.get("capped") else "")
         if r.get("failures"):
             note = (note + " failures: " + "; ".join(r["failures"])).strip()
         note = note[-160:]
-        cpu, base = r.get("cpu_ms_per_poll"), floor.get(r["n"])
+        cpu, base = r.get("cpu_ms_per_poll"), floor.get((r["n"], r.get("round", 0)))
         rows.append(
             [
                 str(r["n"]),
+                *([str(r.get("round", 0) + 1)] if rounds else []),
                 r["side"],
                 _fmt(r.get("interval"), ".1f"),
+                _fmt(r.get("load"), ".1f"),
                 _fmt(r.get("wall_s"), ".1f"),
                 _fmt(r.get("polls"), "d"),
                 _fmt(cpu, ".2f"),
@@ -167,8 +214,42 @@ def _waits_table(waits_results: list[dict[str, Any]]) -> list[str]:
                 note,
             ]
         )
-    header = ["N", "side", "interval s", "wall s", "polls", "CPU ms/poll", "x floor", "KB/wait"]
-    return list(_table([*header, "worst lag ms", "worst GC ms", "lag ex-GC ms", "note"], rows))
+    header = ["N", *(["round"] if rounds else []), "side", "interval s", "load", "wall s", "polls"]
+    header += ["CPU ms/poll", "x floor", "KB/wait", "worst lag ms", "worst GC ms", "lag ex-GC ms", "note"]
+    lines = list(_table(header, rows))
+    if rounds:
+        lines += ["", "Paired rounds: x floor in each round (CPU per poll / that round's aiohttp), median"]
+        lines += _paired_table(waits_results, floor)
+    return lines
+
+
+def _paired_table(results: list[dict[str, Any]], floor: dict[tuple[int, int], float | None]) -> list[str]:
+    """Per (N, side): the ratio to the floor in every round, their median and the medians behind it."""
+    by_side: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in results:
+        if r.get("side") != "aiohttp" and r.get("cpu_ms_per_poll"):
+            by_side.setdefault((r["n"], r["side"]), []).append(r)
+    rows = []
+    for (n, side), runs in by_side.items():
+        ratios = [r["cpu_ms_per_poll"] / base for r in runs if (base := floor.get((n, r.get("round", 0))))]
+        rows.append(
+            [
+                str(n),
+                side,
+                " / ".join(f"{x:.2f}" for x in ratios),
+                _fmt(statistics.median(ratios) if ratios else None, ".2f"),
+                _fmt(statistics.median(r["cpu_ms_per_poll"] for r in runs), ".3f"),
+                _fmt(statistics.median(b for r in runs if (b := floor.get((n, r.get("round", 0))))), ".3f"),
+                _fmt(_median_of(runs, "rss_kb_per_wait"), ".1f"),
+            ]
+        )
+    header = ["N", "side", "x floor by round", "median", "CPU ms/poll", "floor ms/poll", "KB/wait"]
+    return list(_table(header, rows))
+
+
+def _median_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
 
 
 def render(results: dict[str, Any]) -> str:
@@ -177,29 +258,39 @@ def render(results: dict[str, Any]) -> str:
         f"Python {results['machine']['python']}"
     ]
     if "waits" in results:
-        lines += ["", "Waiting at scale (4 polls per wait; x floor = CPU per poll / bare aiohttp's, same N)"]
+        polls = results.get("polls_per_wait", waits.POLLS_TO_COMPLETE)
+        title = f"Waiting at scale ({polls} polls per wait; x floor = CPU per poll / bare aiohttp's, same N)"
+        lines += ["", title]
         lines += _waits_table(results["waits"])
     if "batch" in results:
         lines += ["", "Batches: waits by one VideoBatchTrigger beside VideoTaskTriggers and the floor"]
-        waited = [r for r in results["batch"] if r.get("side") in ("aiohttp", "trigger", "batch")]
+        waited = [
+            r for r in results["batch"] if r.get("side", "").split("@")[0] in ("aiohttp", "trigger", "batch")
+        ]
         lines += _waits_table(waited)
-        ends = [r for r in results["batch"] if r.get("side") in ("operator", "curl")]
+        ends = [r for r in results["batch"] if r.get("side", "").startswith(("operator", "curl"))]
         if ends:
-            title = "Batches: videos end to end through VideoBatchOperator (dag.test()), downloads vs curl"
+            title = "Batches: videos end to end through VideoBatchOperator (dag.test()), stored vs curl"
             lines += ["", title]
             rows = [
                 [
+                    _fmt(r.get("mib"), "g"),
+                    str(r.get("round", 0) + 1),
                     r["side"],
+                    _fmt(r.get("load"), ".1f"),
                     _fmt(r.get("n"), "d"),
                     _fmt(r.get("wall_s"), ".1f"),
                     _fmt(r.get("peak_rss_mb"), ".0f"),
                     _fmt(r.get("store_s"), ".1f"),
                     _fmt(r.get("store_mb_per_s") or r.get("mb_per_s"), ".0f"),
+                    _fmt(r.get("vs_curl"), ".2f"),
+                    _fmt(r.get("vs_curl_fsync"), ".2f"),
                     (r.get("error") or r.get("state") or "")[-160:],
                 ]
                 for r in ends
             ]
-            header = ["side", "videos", "wall s", "peak RSS MiB", "store s", "MB/s stored", "note"]
+            header = ["MiB/video", "round", "side", "load", "videos", "wall s", "peak RSS MiB", "store s"]
+            header += ["MB/s stored", "x curl", "x curl+fsync", "note"]
             lines += _table(header, rows)
     if "ledger" in results:
         lines += [

@@ -75,6 +75,26 @@ def _airflow_home() -> str:
     return home
 
 
+def package_first(env: dict[str, str], before: Path) -> tuple[dict[str, str], Path]:
+    """``env`` and a working folder for a worker that imports the ``airflow_provider_videoquery`` of
+    ``before`` (a ``git archive`` or worktree of another commit) instead of this one's; only the package
+    comes from there (through a folder holding a link to it), the harness stays this one.
+
+    Run the worker in the returned folder: ``-m`` puts the working folder first on ``sys.path``."""
+    package = before.resolve() / "airflow_provider_videoquery"
+    if not (package / "__init__.py").is_file():
+        raise ValueError(f"{before} holds no airflow_provider_videoquery package")
+    folder = Path(tempfile.mkdtemp(prefix="videoquery-bench-before-"))
+    atexit.register(shutil.rmtree, folder, True)
+    (folder / "airflow_provider_videoquery").symlink_to(package, target_is_directory=True)
+    return {**env, "PYTHONPATH": os.pathsep.join([str(folder), env["PYTHONPATH"]])}, folder
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (what else competed for the cores meanwhile)."""
+    return os.getloadavg()[0]
+
+
 def connection_json(url: str, **extra: object) -> str:
     return json.dumps({"conn_type": "videoquery", "host": url, "password": API_KEY, "extra": extra})
 

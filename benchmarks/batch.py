@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from benchmarks import waits
@@ -34,6 +35,8 @@ from benchmarks._common import (
     admin,
     connection_json,
     emit,
+    load_average,
+    package_first,
     peak_rss_bytes,
     raise_fd_limit,
     rss_bytes,
@@ -53,11 +56,9 @@ E2E_PARALLEL = 4
 
 async def measure_batch(n: int, interval: float, url: str, budget: float) -> dict[str, Any]:
     """N waits by one VideoBatchTrigger, measured like :func:`benchmarks.waits.measure`."""
-    from airflow_provider_videoquery.hooks._http import ClientKey
-    from airflow_provider_videoquery.hooks.videoquery import _shared_clients
     from airflow_provider_videoquery.triggers.batch import VideoBatchTrigger
 
-    lease = _shared_clients.acquire(ClientKey(verify_ssl=True, proxy=None))
+    release = waits.hold_shared_client()
 
     async def batch_of(ids: list[str]) -> dict[str, Any]:
         now = time.time()
@@ -99,7 +100,7 @@ async def measure_batch(n: int, interval: float, url: str, budget: float) -> dic
     gc.callbacks.remove(gc_watch)
     probe.stop = True
     await asyncio.gather(*watchers, return_exceptions=True)
-    await _shared_clients.release(lease)
+    await release()
     polls = await asyncio.to_thread(waits._polls, url) - base_polls
     return waits.result(
         "batch",
@@ -118,30 +119,41 @@ async def measure_batch(n: int, interval: float, url: str, budget: float) -> dic
 
 
 def run_waits(
-    url: str, sizes: list[int], sides: list[str], budget: float, log: Callable[[str], None]
+    url: str,
+    sizes: list[int],
+    sides: list[str],
+    budget: float,
+    log: Callable[[str], None],
+    *,
+    interval: float | None = None,
+    rounds: int = 1,
+    before: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (N, side): ``batch`` here, ``aiohttp`` and ``trigger`` through :mod:`benchmarks.waits`."""
+    """Every (N, side) in each of ``rounds`` paired rounds: ``batch`` (and ``batch@before``) here, the
+    others through :func:`benchmarks.waits.run`; the arguments are that function's."""
     results: list[dict[str, Any]] = []
-    env = worker_env(AIRFLOW_CONN_VIDEOQUERY_DEFAULT=connection_json(url, timeout=120))
+    variants = waits.Variants(before, module="benchmarks.batch")
     for n in sizes:
-        interval = waits.interval_for(n)
-        for side in sides:
-            if side != "batch":
-                results += waits.run(url, [n], [side], 0, budget, log)
-                continue
-            _load_tasks(url, n)
-            log(f"batch waits: batch N={n} interval={interval:.1f}s …")
-            args = ["--side", "batch", "--n", str(n), "--interval", str(interval), "--url", url]
-            result = run_worker("benchmarks.batch", [*args, "--budget", str(budget)], env, budget + 120)
-            results.append({"side": "batch", "n": n, **result})
+        every = interval or waits.interval_for(n)
+        for round_ in range(rounds):
+            for side in sides if round_ % 2 == 0 else sides[::-1]:
+                if side.split("@")[0] != "batch":
+                    results += waits.run(url, [n], [side], 0, budget, log, interval=every, before=before)
+                    results[-1]["round"] = round_
+                    continue
+                if side.endswith("@before") and not _has_batch_trigger(before):
+                    results.append({"side": side, "n": n, "round": round_, "skipped": "no batch trigger"})
+                    continue
+                waits.load_tasks(url, n)
+                log(f"batch waits: {side} N={n} interval={every:.1f}s round {round_ + 1}/{rounds} …")
+                args = ["--side", "batch", "--n", str(n), "--interval", str(every), "--url", url]
+                results.append(variants.run(side, [*args, "--budget", str(budget)], url, budget))
+                results[-1].update(n=n, round=round_)
     return results
 
 
-def _load_tasks(url: str, n: int) -> None:
-    admin(url, "/_emulator/reset", {})
-    tasks: list[dict[str, Any]] = [{"id": task_id} for task_id in waits.task_ids(n)]
-    tasks.append({"id": waits._WARMUP_ID, "scenario": {"polls_to_complete": 1}})
-    admin(url, "/_emulator/tasks", {"tasks": tasks})
+def _has_batch_trigger(before: Path | None) -> bool:
+    return before is not None and (before / "airflow_provider_videoquery/triggers/batch.py").is_file()
 
 
 # -- 1,000 videos end to end ------------------------------------------------------------------------
@@ -199,8 +211,10 @@ def measure_e2e(n: int, url: str) -> dict[str, Any]:
     }
 
 
-def curl_parallel(url: str, ids: list[str], parallel: int) -> dict[str, Any]:
-    """``curl --parallel`` of the same videos into files, ``parallel`` transfers at once."""
+def curl_parallel(url: str, ids: list[str], parallel: int, fsync: bool = False) -> dict[str, Any]:
+    """``curl --parallel`` of the same videos into files, ``parallel`` transfers at once; ``fsync``: then
+    every file and the folder made durable, as the provider does before it reports a video stored (the
+    like-for-like reference: curl alone leaves them in the page cache)."""
     folder = scratch_dir()
     config = folder / "urls.txt"
     with config.open("w") as out:
@@ -222,28 +236,84 @@ def curl_parallel(url: str, ids: list[str], parallel: int) -> dict[str, Any]:
                 str(config),
             ],
             check=True,
-            timeout=600,
+            timeout=1200,
         )
+        videos = sorted(folder.glob("*.mp4"))
+        if fsync:
+            for path in [*videos, folder]:
+                descriptor = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
         wall = time.perf_counter() - started
-        total = sum(p.stat().st_size for p in folder.glob("*.mp4"))
+        total = sum(p.stat().st_size for p in videos)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    return {"side": "curl", "n": len(ids), "wall_s": wall, "bytes": total, "mb_per_s": total / 1e6 / wall}
+    side = "curl+fsync" if fsync else "curl"
+    return {"side": side, "n": len(ids), "wall_s": wall, "bytes": total, "mb_per_s": total / 1e6 / wall}
 
 
-def run_e2e(url: str, n: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def run_e2e(
+    url: str,
+    n: int,
+    log: Callable[[str], None],
+    *,
+    video_bytes: int = E2E_VIDEO_BYTES,
+    rounds: int = 1,
+    before: Path | None = None,
+) -> list[dict[str, Any]]:
+    """``n`` videos of ``video_bytes`` end to end through the batch operator (and ``operator@before``, the
+    package in ``before``), then ``curl`` and ``curl+fsync`` of the same videos, in each of ``rounds``
+    rounds; every operator row gets its store phase's ratio to both curls of its round."""
     admin(url, "/_emulator/reset", {})
-    admin(url, "/_emulator/default", {"polls_to_complete": 2, "video_size": E2E_VIDEO_BYTES})
+    admin(url, "/_emulator/default", {"polls_to_complete": 2, "video_size": video_bytes})
     env = worker_env(AIRFLOW_CONN_VIDEOQUERY_DEFAULT=connection_json(url, timeout=120))
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "example_dags")
-    log(f"batch end to end: {n} videos through VideoBatchOperator …")
-    operator = run_worker("benchmarks.batch", ["--side", "e2e", "--n", str(n), "--url", url], env, 1800)
-    ids = operator.pop("ids", [])
-    results = [operator]
-    if ids:
-        log(f"batch end to end: curl --parallel-max {E2E_PARALLEL} of the same {len(ids)} videos …")
-        results.append(curl_parallel(url, ids, E2E_PARALLEL))
+    sides: dict[str, tuple[dict[str, str], Path | None]] = {"operator": (env, None)}
+    if before is not None:
+        sides["operator@before"] = package_first(env, before)
+    mib = video_bytes / 1024 / 1024
+    results: list[dict[str, Any]] = []
+    for round_ in range(rounds):
+        order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]
+        ids: list[str] = []
+        for side in order:
+            side_env, cwd = sides[side]
+            log(f"batch end to end: {n} videos of {mib:g} MiB through {side} (round {round_ + 1}) …")
+            load = load_average()
+            args = ["--side", "e2e", "--n", str(n), "--url", url]
+            result = run_worker("benchmarks.batch", args, side_env, 3600, cwd=cwd)
+            ids = result.pop("ids", None) or ids
+            results.append({**result, "side": side, "round": round_, "load": load, "mib": mib})
+        for fsync in (False, True) if ids else ():
+            log(f"batch end to end: curl --parallel-max {E2E_PARALLEL}{' + fsync' if fsync else ''} …")
+            load = load_average()
+            results.append({**curl_parallel(url, ids, E2E_PARALLEL, fsync), "round": round_, "load": load})
+            results[-1]["mib"] = mib
+    _store_ratios(results)
     return results
+
+
+def _store_ratios(results: list[dict[str, Any]]) -> None:
+    """``vs_curl``/``vs_curl_fsync``: an operator's store MB/s over the curls' of its round and size."""
+    for r in results:
+        same = [c for c in results if c.get("round") == r.get("round") and c.get("mib") == r.get("mib")]
+        rates = {c["side"]: c.get("mb_per_s") for c in same if c["side"].startswith("curl")}
+        stored = r.get("store_mb_per_s")
+        for reference, key in (("curl", "vs_curl"), ("curl+fsync", "vs_curl_fsync")):
+            if stored and rates.get(reference):
+                r[key] = stored / rates[reference]
+
+
+def videos_spec(text: str) -> list[tuple[int, int]]:
+    """``--batch-videos``: ``1000`` (videos of 1 MiB) or ``1000x1,200x16`` (count x MiB each); 0 skips."""
+    spec = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        count, _, mib = part.partition("x")
+        if int(count):
+            spec.append((int(count), int(mib or 1)))
+    return spec
 
 
 def main(argv: list[str] | None = None) -> int:

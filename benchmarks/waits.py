@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from benchmarks._common import (
@@ -31,6 +32,8 @@ from benchmarks._common import (
     admin,
     connection_json,
     emit,
+    load_average,
+    package_first,
     raise_fd_limit,
     rss_bytes,
     run_worker,
@@ -45,7 +48,7 @@ POLLS_TO_COMPLETE = 4
 TARGET_POLL_RATE = 500.0
 MIN_INTERVAL = 0.5
 #: Upper bound of polls per wait (a wait that never ends must not loop forever).
-_MAX_POLLS = 50
+MAX_POLLS = 50
 _TICK = 0.01
 _SAMPLE_EVERY = 0.25
 _TERMINAL = frozenset({"completed", "succeeded", "success", "failed", "failure", "error"})
@@ -135,13 +138,25 @@ def _polls(url: str) -> int:
 Waiter = Callable[[str], Awaitable[None]]
 
 
-async def _trigger_side(url: str, interval: float) -> tuple[Waiter, Callable[[], Awaitable[None]]]:
-    from airflow_provider_videoquery.hooks._http import ClientKey
+def hold_shared_client() -> Callable[[], Awaitable[None]]:
+    """Take the hook module's shared async client, as a busy triggerer always has it open (so it is in
+    the baseline); returns how to give it back. Also for an older package (``--before``), whose clients
+    were keyed by the TLS setting alone."""
     from airflow_provider_videoquery.hooks.videoquery import _shared_clients
+
+    try:
+        from airflow_provider_videoquery.hooks._http import ClientKey
+    except ImportError:
+        _shared_clients.acquire(verify_ssl=True)  # type: ignore[call-arg]
+        return lambda: _shared_clients.release(verify_ssl=True)  # type: ignore[call-arg]
+    lease = _shared_clients.acquire(ClientKey(verify_ssl=True, proxy=None))
+    return lambda: _shared_clients.release(lease)
+
+
+async def _trigger_side(url: str, interval: float) -> tuple[Waiter, Callable[[], Awaitable[None]]]:
     from airflow_provider_videoquery.triggers.videoquery import VideoTaskTrigger
 
-    # A busy triggerer always has the shared client open: hold it so it is in the baseline.
-    lease = _shared_clients.acquire(ClientKey(verify_ssl=True, proxy=None))
+    release = hold_shared_client()
     now = time.time()
 
     async def wait(task_id: str) -> None:
@@ -153,7 +168,7 @@ async def _trigger_side(url: str, interval: float) -> tuple[Waiter, Callable[[],
                 raise RuntimeError(event.payload["message"])
 
     async def close() -> None:
-        await _shared_clients.release(lease)
+        await release()
 
     return wait, close
 
@@ -164,7 +179,7 @@ async def _aiohttp_side(url: str, interval: float) -> tuple[Waiter, Callable[[],
     session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {API_KEY}"})
 
     async def wait(task_id: str) -> None:
-        for _ in range(_MAX_POLLS):
+        for _ in range(MAX_POLLS):
             async with session.get(_query_url(url, task_id)) as response:
                 body = await response.json()
             if str(body.get("status", "")).lower() in _TERMINAL:
@@ -181,7 +196,7 @@ async def _httpx_side(url: str, interval: float) -> tuple[Waiter, Callable[[], A
     client = httpx.AsyncClient(headers={"Authorization": f"Bearer {API_KEY}"}, timeout=600)
 
     async def wait(task_id: str) -> None:
-        for _ in range(_MAX_POLLS):
+        for _ in range(MAX_POLLS):
             response = await client.get(_query_url(url, task_id))
             if str(response.json().get("status", "")).lower() in _TERMINAL:
                 return
@@ -299,28 +314,70 @@ def result(
 
 
 def run(
-    url: str, sizes: list[int], sides: list[str], httpx_max: int, budget: float, log: Callable[[str], None]
+    url: str,
+    sizes: list[int],
+    sides: list[str],
+    httpx_max: int,
+    budget: float,
+    log: Callable[[str], None],
+    *,
+    interval: float | None = None,
+    rounds: int = 1,
+    before: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (N, side) pair, each in a fresh worker process against the one emulator at ``url``."""
-    env = worker_env(AIRFLOW_CONN_VIDEOQUERY_DEFAULT=connection_json(url, timeout=120))
+    """Every (N, side) pair in each of ``rounds`` paired rounds, each in a fresh worker process against
+    the one emulator at ``url``; every row carries its ``round`` and the load average when it started.
+
+    ``interval``: seconds between polls (default :func:`interval_for`). A side named ``trigger@before``
+    runs the trigger side with the package in ``before`` (:func:`~benchmarks._common.package_first`).
+    Odd rounds run the sides in reverse order, so no side always runs first after a quiet pause."""
+    variants = Variants(before)
     results: list[dict[str, Any]] = []
     for n in sizes:
-        interval = interval_for(n)
-        for side in sides:
-            if side == "httpx" and n > httpx_max:
-                results.append({"side": side, "n": n, "skipped": f"not run above N={httpx_max}"})
-                continue
-            admin(url, "/_emulator/reset", {})
-            tasks: list[dict[str, Any]] = [{"id": task_id} for task_id in task_ids(n)]
-            tasks.append({"id": _WARMUP_ID, "scenario": {"polls_to_complete": 1}})
-            admin(url, "/_emulator/tasks", {"tasks": tasks})
-            log(f"waits: {side} N={n} interval={interval:.1f}s …")
-            args = ["--side", side, "--n", str(n), "--interval", str(interval), "--url", url]
-            result = run_worker("benchmarks.waits", [*args, "--budget", str(budget)], env, budget + 120)
-            result.setdefault("side", side)
-            result.setdefault("n", n)
-            results.append(result)
+        every = interval or interval_for(n)
+        for round_ in range(rounds):
+            for side in sides if round_ % 2 == 0 else sides[::-1]:
+                if side.split("@")[0] == "httpx" and n > httpx_max:
+                    results.append({"side": side, "n": n, "skipped": f"not run above N={httpx_max}"})
+                    continue
+                load_tasks(url, n)
+                log(f"waits: {side} N={n} interval={every:.1f}s round {round_ + 1}/{rounds} …")
+                args = ["--side", side.split("@")[0], "--n", str(n), "--interval", str(every), "--url", url]
+                results.append(variants.run(side, [*args, "--budget", str(budget)], url, budget))
+                results[-1].update(n=n, round=round_)
     return results
+
+
+def load_tasks(url: str, n: int) -> None:
+    """A fresh emulator holding ``task_ids(n)`` and the warm-up task."""
+    admin(url, "/_emulator/reset", {})
+    tasks: list[dict[str, Any]] = [{"id": task_id} for task_id in task_ids(n)]
+    tasks.append({"id": _WARMUP_ID, "scenario": {"polls_to_complete": 1}})
+    admin(url, "/_emulator/tasks", {"tasks": tasks})
+
+
+class Variants:
+    """Runs a side's worker with this package, or (``side@before``) with the one in ``before``."""
+
+    def __init__(self, before: Path | None, module: str = "benchmarks.waits") -> None:
+        self.module = module
+        self.env = worker_env()
+        self.before = before
+        self._before: tuple[dict[str, str], Path] | None = None
+
+    def run(self, side: str, args: list[str], url: str, budget: float) -> dict[str, Any]:
+        env, cwd = dict(self.env), None
+        if side.endswith("@before"):
+            if self.before is None:
+                return {"side": side, "skipped": "no --before folder given"}
+            self._before = self._before or package_first(self.env, self.before)
+            env, cwd = dict(self._before[0]), self._before[1]
+        env["AIRFLOW_CONN_VIDEOQUERY_DEFAULT"] = connection_json(url, timeout=120)
+        load = load_average()
+        result = run_worker(self.module, args, env, budget + 120, cwd=cwd)
+        result["side"] = side
+        result["load"] = load
+        return result
 
 
 def main(argv: list[str] | None = None) -> int:

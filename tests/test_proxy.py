@@ -152,11 +152,16 @@ def test_proxy_rules(
 
 
 def test_the_proxy_keys_the_shared_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    config = GatewayConfig.from_connection(
-        "c", "https://gw.example.com", API_KEY, {"proxy": "u:pw@proxy:3128"}
-    )
+    def resolved() -> GatewayConfig:
+        return GatewayConfig.from_connection(
+            "c", "https://gw.example.com", API_KEY, {"proxy": "u:pw@proxy:3128"}
+        )
+
+    config = resolved()
     assert config.proxy == "http://u:pw@proxy:3128"
     assert config.client_key == (True, "http://u:pw@proxy:3128")
     assert "pw@" not in repr(config)  # a proxy's credentials are as secret as the key
     monkeypatch.setenv("NO_PROXY", "gw.example.com")
-    assert config.client_key == (True, None)
+    # Read once per resolved connection, not per request: the next lookup sees the new rules.
+    assert config.client_key == (True, "http://u:pw@proxy:3128")
+    assert resolved().client_key == (True, None)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
 from airflow_provider_videoquery.emulator import Emulator, Scenario
+from airflow_provider_videoquery.hooks._aio import AsyncSender
 from airflow_provider_videoquery.hooks._http import ClientKey, RetryPolicy
 from airflow_provider_videoquery.hooks.videoquery import VideoQueryHook, _shared_clients
 from airflow_provider_videoquery.models import TaskStatus
@@ -21,7 +21,7 @@ FAST = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)
 DIRECT = ClientKey(True, None)
 
 
-def client_of(hook: VideoQueryHook) -> httpx.AsyncClient:
+def client_of(hook: VideoQueryHook) -> AsyncSender:
     assert hook._lease is not None
     return hook._lease.client
 
@@ -30,7 +30,7 @@ def test_a_hook_moved_to_another_loop_does_not_reuse_a_client_of_a_closed_loop(e
     emulator.add_task("veo3:loops", Scenario(family="veo", polls_to_complete=1))
     hook = VideoQueryHook(retry_policy=FAST)
 
-    async def poll(close: bool) -> tuple[TaskStatus, httpx.AsyncClient, int]:
+    async def poll(close: bool) -> tuple[TaskStatus, AsyncSender, int]:
         status = (await hook.aget_task("veo3:loops")).status
         seen = status, client_of(hook), _shared_clients.users()
         if close:

@@ -23,7 +23,7 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_videoquery.emulator import Fault, Scenario, run_emulator
 from airflow_provider_videoquery.exceptions import VideoDownloadError
-from airflow_provider_videoquery.hooks._http import RetryPolicy
+from airflow_provider_videoquery.hooks._http import RetryPolicy, tls_context
 from airflow_provider_videoquery.storage import (
     ContentKind,
     DownloadSettings,
@@ -541,11 +541,14 @@ def test_plain_http_downloads_load_no_certificates(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(httpx, "create_ssl_context", create)
+    tls_context.cache_clear()
     store_url(video_task(emulator), target(tmp_path), settings_for(emulator))
     assert made == []
     transport = BlockTransport(verify_ssl=False)
     assert transport.tls_context() is transport.tls_context()
+    assert BlockTransport(verify_ssl=False).tls_context() is transport.tls_context()  # once per process
     assert made == [{"verify": False}]
+    tls_context.cache_clear()
 
 
 def test_chunked_body_without_length_is_read_in_blocks(tmp_path: Path) -> None:

@@ -60,6 +60,20 @@ def test_an_undecodable_query_answer_is_a_response_error(gateway: ScriptedGatewa
         hook.close()
 
 
+def test_an_undecodable_answer_in_the_triggerer_is_a_response_error_too(gateway: ScriptedGateway) -> None:
+    """The triggerer's sender (aiohttp underneath) names it the same way, on one line, and does not
+    retry it: the body will not decode any better the next time."""
+
+    async def query() -> None:
+        async with VideoQueryHook() as hook:
+            await hook.aget_task("veo3.1-fast:made-and-billed")
+
+    with pytest.raises(VideoQueryResponseError, match=r"could not be read \(DecodingError: .*gzip") as caught:
+        asyncio.run(query())
+    assert "\n" not in str(caught.value)
+    assert gateway.count("GET") == 1
+
+
 RETRY_DAG = """
 from datetime import datetime, timedelta
 

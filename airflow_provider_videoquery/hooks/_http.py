@@ -6,6 +6,7 @@ Nothing here does I/O. The hook drives :func:`exchange` with a sync ``httpx.Clie
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import random
@@ -15,6 +16,7 @@ import urllib.request
 from collections.abc import Generator, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from typing import Any, NamedTuple, NoReturn
 
 import httpx
@@ -40,6 +42,14 @@ _BODY_PREVIEW = 200
 #: worker's (or the triggerer's) memory. The connection's ``max_answer_bytes`` extra changes it.
 DEFAULT_MAX_ANSWER_BYTES = 256 * 1024 * 1024
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524})
+
+
+@functools.lru_cache(maxsize=2)
+def tls_context(verify: bool) -> ssl.SSLContext:
+    """The TLS context of every client with this ``verify`` setting, as httpx makes it (certifi, or
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR``), made once per process: loading the CA bundle costs ~50 ms (up to
+    a second on a busy machine), and a batch made its clients anew for every wave."""
+    return httpx.create_ssl_context(verify=verify)
 
 
 class ClientKey(NamedTuple):
@@ -88,17 +98,19 @@ class GatewayConfig(BaseModel):
             raise ValueError(f"the proxy must be an http(s) URL such as http://proxy:3128, got {value!r}")
         return value
 
-    @property
+    @cached_property
     def shown_url(self) -> str:
         """The base URL for messages: without credentials a user may have put into it."""
         return shown_url(self.base_url)
 
-    @property
+    @cached_property
     def client_key(self) -> ClientKey:
-        """What the gateway's client is built from: TLS setting and the proxy it goes through now."""
+        """What the gateway's client is built from: TLS setting and the proxy it goes through, read once
+        per resolved connection (the proxy variables as they were when it was looked up; the triggerer
+        looks a connection up again after a minute), not once per request."""
         return ClientKey(self.verify_ssl, proxy_for(self.base_url, self.proxy))
 
-    @property
+    @cached_property
     def timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
 
@@ -259,13 +271,20 @@ class AnswerBody:
         """The answer with its body read (already decompressed: its ``Content-Encoding`` is dropped) and
         the credentials the request carried masked in it (:func:`redact`)."""
         headers = [(k, v) for k, v in streamed.headers.multi_items() if k.lower() != "content-encoding"]
-        content, self._blocks = redact(b"".join(self._blocks), streamed.request), []
+        return self.answer(streamed.status_code, headers, streamed.request, streamed.extensions)
+
+    def answer(
+        self,
+        status: int,
+        headers: list[tuple[str, str]] | list[tuple[bytes, bytes]],
+        request: httpx.Request,
+        extensions: dict[str, Any] | None = None,
+    ) -> httpx.Response:
+        """The answer whole: ``headers`` without a ``Content-Encoding`` (the blocks were decompressed),
+        the credentials ``request`` carried masked in the body (:func:`redact`)."""
+        content, self._blocks = redact(b"".join(self._blocks), request), []
         return httpx.Response(
-            streamed.status_code,
-            headers=headers,
-            content=content,
-            request=streamed.request,
-            extensions=streamed.extensions,
+            status, headers=headers, content=content, request=request, extensions=extensions
         )
 
 
@@ -291,18 +310,25 @@ def redact(data: bytes, request: httpx.Request | None) -> bytes:
     return data
 
 
-def _credentials_sent(request: httpx.Request) -> list[bytes]:
+def _credentials_sent(request: httpx.Request) -> tuple[bytes, ...]:
+    return _credentials_in(tuple(request.headers.raw), request.url.password)
+
+
+@functools.lru_cache(maxsize=64)
+def _credentials_in(headers: tuple[tuple[bytes, bytes], ...], password: str | None) -> tuple[bytes, ...]:
+    """The credentials among a request's headers and URL password (worked out once per set: every
+    answer of a connection's polls comes for the same headers)."""
     found: list[bytes] = []
-    for name, value in request.headers.raw:
+    for name, value in headers:
         lowered = name.decode("latin-1").lower()
         if lowered == "authorization":
             scheme, _, credential = value.partition(b" ")
             found.append(credential.strip() or scheme)
         elif any(word in lowered for word in _SECRET_HEADER_WORDS):
             found.append(value.strip())
-    if request.url.password:
-        found.append(request.url.password.encode())
-    return [secret for secret in found if len(secret) >= _SECRET_MIN_LENGTH]
+    if password:
+        found.append(password.encode())
+    return tuple(secret for secret in found if len(secret) >= _SECRET_MIN_LENGTH)
 
 
 #: ``request.extensions`` key: epoch seconds by which the answer must be complete (the sync driver shuts

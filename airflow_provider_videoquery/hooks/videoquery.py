@@ -5,16 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Generator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
-import aiohttp
 import httpx
 from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
 from airflow.providers.common.compat.sdk import BaseHook
-from httpx_aiohttp import AiohttpTransport
 
 from airflow_provider_videoquery.exceptions import (
     VideoCreateUncertainError,
@@ -22,6 +20,7 @@ from airflow_provider_videoquery.exceptions import (
     VideoQueryError,
     VideoQueryResponseError,
 )
+from airflow_provider_videoquery.hooks._aio import AsyncSender
 from airflow_provider_videoquery.hooks._deadline import SocketDeadline
 from airflow_provider_videoquery.hooks._http import (
     ANSWER_BY,
@@ -35,9 +34,11 @@ from airflow_provider_videoquery.hooks._http import (
     describe,
     exchange,
     json_body,
+    tls_context,
     uncertain_create,
 )
 from airflow_provider_videoquery.hooks._probe import PROBE_TASK_ID, verdict
+from airflow_provider_videoquery.hooks._reads import TaskReads
 from airflow_provider_videoquery.images.multipart import encode
 from airflow_provider_videoquery.models import VideoTask, elide_inline, parse_task
 from airflow_provider_videoquery.routes import EnvelopeError, RouteSpec, spec
@@ -77,6 +78,7 @@ class VideoQueryHook(BaseHook):
         self.route = Route(route) if route else None
         self.retry_policy = retry_policy or RetryPolicy()
         self._lease: _Lease | None = None
+        self._last_url: tuple[str, httpx.URL] | None = None
 
     # -- connection --------------------------------------------------------------------------------
 
@@ -110,7 +112,7 @@ class VideoQueryHook(BaseHook):
         # No keep-alive: an answer's deadline watches the socket of each new connection (a reused one
         # would go unwatched); the sync path makes few calls.
         limits = httpx.Limits(max_keepalive_connections=0)
-        transport = httpx.HTTPTransport(verify=verify, proxy=proxy, limits=limits)
+        transport = httpx.HTTPTransport(verify=tls_context(verify), proxy=proxy, limits=limits)
         return httpx.Client(transport=transport, timeout=self.config.timeout)
 
     def close(self) -> None:
@@ -129,7 +131,7 @@ class VideoQueryHook(BaseHook):
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def _aclient(self) -> httpx.AsyncClient:
+    async def _aclient(self) -> AsyncSender:
         """The shared client for this loop and the connection's client key; taken once per hook.
 
         A hook moved to another loop (or whose connection now needs another client) gives the old one
@@ -178,6 +180,15 @@ class VideoQueryHook(BaseHook):
         body = {"model": model, "prompt": prompt, **fields}
         return self._call_sync(lambda: self._create(body, route, self._answer_budget()))
 
+    def read_tasks(self, video_task_ids: Iterable[str], concurrency: int = 8) -> TaskReads:
+        """Re-read many tasks at once from a worker (a batch about to store them): the async path on a
+        background thread, ``concurrency`` reads in flight, each within the connection's timeout. Use
+        as ``with hook.read_tasks(ids) as reads: for video_task_id, outcome in reads: …``; a read that
+        failed comes back as its exception (read that task again with :meth:`get_task`)."""
+        reader = VideoQueryHook(self.videoquery_conn_id, self.route, self.retry_policy)
+        reader.__dict__["config"] = self.config  # resolved here: no connection lookup inside the loop
+        return TaskReads(reader, video_task_ids, concurrency, self.config.read_timeout)
+
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: query a made-up task; only the gateway's own JSON "unknown task" answer
         proves the key (a website, a bare 404 or a login redirect fails, saying what was reached)."""
@@ -207,7 +218,7 @@ class VideoQueryHook(BaseHook):
     ) -> Generator[Action, Outcome, VideoTask]:
         config, resolved = self.config, self._resolve_route(route)
         what = f"Querying video task {video_task_id!r} at {config.shown_url} ({resolved.value} route)"
-        request = _get(config, config.query_url(video_task_id, resolved))
+        request = _get(config, self._parsed(config.query_url(video_task_id, resolved)))
         response = yield from exchange(
             request, self.retry_policy, what, deadline=deadline, answer_budget=budget
         )
@@ -218,6 +229,14 @@ class VideoQueryHook(BaseHook):
             config.content_url(video_task_id, resolved),
             route_spec.statuses,
         )
+
+    def _parsed(self, url: str) -> httpx.URL:
+        """``url`` parsed, kept for the next call: a trigger's hook polls one URL, so it is parsed once
+        per wait instead of once per poll (parsing was a tenth of a poll's own CPU)."""
+        last = self._last_url
+        if last is None or last[0] != url:
+            last = self._last_url = (url, httpx.URL(url))
+        return last[1]
 
     def _probe(self, budget: float | None = None) -> Generator[Action, Outcome, tuple[bool, str]]:
         config, resolved = self.config, self._resolve_route(None)
@@ -340,18 +359,8 @@ class VideoQueryHook(BaseHook):
                 return deadline.error() if deadline.expired else err
         return body.response(response)
 
-    async def _send_async(self, client: httpx.AsyncClient, request: httpx.Request) -> Outcome:
-        body = AnswerBody(self.config.max_answer_bytes)
-        try:
-            response = await client.send(request, stream=True)
-            try:
-                async for block in response.aiter_bytes():
-                    body.add(block)
-            finally:
-                await response.aclose()
-        except Exception as err:
-            return _honest(err) if isinstance(err, httpx.TransportError) else err
-        return body.response(response)
+    async def _send_async(self, client: AsyncSender, request: httpx.Request) -> Outcome:
+        return await client.send(request, self.config.max_answer_bytes)
 
 
 def _created(route: RouteSpec, response: httpx.Response, what: str) -> VideoTask:
@@ -372,7 +381,7 @@ def _unwrap(route: RouteSpec, answer: dict[str, Any], what: str) -> Mapping[str,
         raise VideoQueryResponseError(f"{what}: {err}") from None
 
 
-def _get(config: GatewayConfig, url: str) -> httpx.Request:
+def _get(config: GatewayConfig, url: str | httpx.URL) -> httpx.Request:
     """A GET to the gateway with its credentials and timeouts (a query, or the connection test's probe)."""
     return httpx.Request(
         "GET", url, headers=config.auth_headers(), extensions={"timeout": config.timeout.as_dict()}
@@ -395,19 +404,20 @@ class _Lease:
 
     loop: asyncio.AbstractEventLoop
     key: ClientKey
-    client: httpx.AsyncClient
+    client: AsyncSender
 
 
 class _SharedClients:
-    """One ``AsyncClient`` per event loop and :class:`ClientKey`, shared by every hook on that loop.
+    """One :class:`~._aio.AsyncSender` (an aiohttp session) per event loop and :class:`ClientKey`, shared
+    by every hook on that loop.
 
-    httpx's own pool does work proportional to connections x waiting requests on every change; with
-    aiohttp's connector as the transport, a poll costs the same at 10 or 10,000 concurrent waits.
+    httpx's own async pool does work proportional to connections x waiting requests on every change;
+    aiohttp's connector does not: a poll costs the same at 10 or 10,000 concurrent waits.
     """
 
     def __init__(self) -> None:
         self._by_loop: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[ClientKey, tuple[httpx.AsyncClient, int]]
+            asyncio.AbstractEventLoop, dict[ClientKey, tuple[AsyncSender, int]]
         ] = weakref.WeakKeyDictionary()
 
     def acquire(self, key: ClientKey) -> _Lease:
@@ -439,34 +449,8 @@ class _SharedClients:
         return entry[1] if entry else 0
 
 
-def _new_async_client(key: ClientKey) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=_ASYNC_MAX_CONNECTIONS, max_keepalive_connections=32)
-    proxy = httpx.Proxy(key.proxy) if key.proxy else None
-    return httpx.AsyncClient(transport=AiohttpTransport(verify=key.verify_ssl, limits=limits, proxy=proxy))
-
-
-def _honest(err: httpx.TransportError) -> httpx.TransportError:
-    """The httpx error the aiohttp failure behind ``err`` really is.
-
-    httpx-aiohttp maps every ``ClientConnectionError`` to ``ConnectTimeout``: a refused connection, a
-    DNS failure and a server that hung up mid-answer all looked like a slow network.
-    """
-    cause = err.__cause__
-    honest: httpx.TransportError | None = None
-    if isinstance(cause, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
-        honest = httpx.ProxyError(str(cause))
-    elif isinstance(cause, aiohttp.ConnectionTimeoutError):
-        honest = httpx.ConnectTimeout(str(cause) or "timed out connecting")
-    elif isinstance(cause, aiohttp.ClientConnectorError):
-        honest = httpx.ConnectError(str(cause))
-    elif isinstance(cause, aiohttp.ServerDisconnectedError):
-        honest = httpx.RemoteProtocolError(str(cause) or "Server disconnected")
-    elif isinstance(err, httpx.ConnectTimeout) and isinstance(cause, aiohttp.ClientOSError):
-        honest = httpx.ReadError(str(cause))
-    if honest is None:
-        return err
-    honest.__cause__ = cause
-    return honest
+def _new_async_client(key: ClientKey) -> AsyncSender:
+    return AsyncSender(key, max_connections=_ASYNC_MAX_CONNECTIONS)
 
 
 class _RecentConfigs:

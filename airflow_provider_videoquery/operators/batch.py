@@ -549,8 +549,18 @@ class VideoBatchOperator(BaseOperator):
         settings = DownloadSettings.for_gateway(self.hook.config, max_bytes=self.max_bytes)
         self.hook.get_conn()  # made once, here, then shared by the threads
         started = time.monotonic()
-        with new_client(settings) as client, ThreadPoolExecutor(self.max_parallel_downloads) as pool:
-            jobs = {pool.submit(self._store_one, entry, settings, client): entry for entry in to_store}
+        sharing: dict[str, list[Entry]] = {}
+        for entry in to_store:
+            sharing.setdefault(str(entry.video_task_id), []).append(entry)
+        with (
+            new_client(settings) as client,
+            ThreadPoolExecutor(self.max_parallel_downloads) as pool,
+            self.hook.read_tasks(sharing) as reads,
+        ):
+            jobs: dict[Future[StoredObject], Entry] = {}
+            for video_task_id, outcome in reads:  # each download starts as its task's re-read returns
+                for entry in sharing[video_task_id]:
+                    jobs[pool.submit(self._store_one, entry, settings, client, outcome)] = entry
             unsaved: list[Entry] = []
             pending, saved = set(jobs), started
             while pending:
@@ -584,13 +594,22 @@ class VideoBatchOperator(BaseOperator):
         entry.stored(stored.uri, stored.size, stored.sha256)
         entry.extra["stored_at"] = time.time()
 
-    def _store_one(self, entry: Entry, settings: DownloadSettings, client: httpx.Client) -> StoredObject:
-        """Re-read the finished task for its (signed) URL, which events leave out, then store the file."""
+    def _store_one(
+        self,
+        entry: Entry,
+        settings: DownloadSettings,
+        client: httpx.Client,
+        outcome: VideoTask | Exception | None = None,
+    ) -> StoredObject:
+        """Store the file of a finished task by its (signed) URL, which events leave out: ``outcome`` is
+        the task as just re-read (:meth:`VideoQueryHook.read_tasks`); when that read failed it is read
+        again here, the worker's way (retries, a rotated key, its deadline)."""
         video_task_id = str(entry.video_task_id)
-        try:
-            outcome: VideoTask | Exception = self.hook.get_task(video_task_id)
-        except Exception as err:
-            outcome = err
+        if not isinstance(outcome, VideoTask):
+            try:
+                outcome = self.hook.get_task(video_task_id)
+            except Exception as err:
+                outcome = err
         if isinstance(outcome, VideoTask) and not outcome.status.is_terminal:
             raise _StillRunning(
                 f"Video task {video_task_id!r} was reported succeeded, but re-reading it now says "

@@ -1,7 +1,8 @@
 """The streaming, verified, atomic download of a video (or its thumbnail) into an ``ObjectStoragePath``.
 
-* :mod:`.download` — ``store_url``: redirects checked hop by hop, response checks, retries with
-  ``Range`` resume, placement;
+* :mod:`.store` — ``store_url``: the entry point, a link to download or an inline file;
+* :mod:`.download` — the download: redirects checked hop by hop, response checks, retries with
+  ``Range`` resume, connections kept per host, placement;
 * :mod:`.inline` — a video reported inline (``data:video/mp4;base64,…``), stored by the same checks
   and placement;
 * :mod:`.transport` — the HTTP client of downloads, reading bodies in 1 MiB blocks into a reused buffer;
@@ -22,9 +23,9 @@ from airflow_provider_videoquery.storage.download import (
     iter_object,
     new_client,
     sha256_of,
-    store_url,
 )
 from airflow_provider_videoquery.storage.paths import object_uri, resolve_destination, safe_file_name
+from airflow_provider_videoquery.storage.store import store_url
 
 __all__ = [
     "CHUNK_SIZE",

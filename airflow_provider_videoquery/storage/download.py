@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
@@ -42,7 +43,7 @@ from airflow_provider_videoquery.hooks._http import (
     redact,
     retry_after,
 )
-from airflow_provider_videoquery.models import is_inline, shown_url
+from airflow_provider_videoquery.models import shown_url
 from airflow_provider_videoquery.storage.checks import storage_error
 from airflow_provider_videoquery.storage.hosts import blocked_address, explicitly_allowed
 from airflow_provider_videoquery.storage.paths import object_uri
@@ -69,6 +70,7 @@ _PREVIEW_BYTES = 120
 _HEAD_BYTES = _PREVIEW_BYTES + 256
 _PROGRESS_MIN_TOTAL = 16 * MiB
 _PROGRESS_UNKNOWN_STEP = 256 * MiB
+_PROGRESS_AFTER = 2.0
 _EXPIRED_STATUS = frozenset({401, 403, 404, 410})
 _REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 _TEXTUAL_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "application/problem")
@@ -164,48 +166,6 @@ def new_client(settings: DownloadSettings) -> httpx.Client:
     )
 
 
-def store_url(
-    url: str,
-    destination: ObjectStoragePath,
-    settings: DownloadSettings,
-    *,
-    kind: ContentKind = ContentKind.VIDEO,
-    overwrite: bool = False,
-    suffix_from_content: bool = False,
-    client: httpx.Client | None = None,
-    what: str = "the video",
-) -> StoredObject:
-    """Download ``url`` into ``destination`` atomically and return what was stored.
-
-    ``destination`` is left untouched unless the complete, verified file replaces it. When it already
-    exists and ``overwrite`` is false, an identical object (size and sha256) is kept and reported as
-    ``reused``; a different one fails. ``suffix_from_content`` renames the target to the extension of
-    what arrived (e.g. a thumbnail that turns out to be PNG). ``what`` names the file in messages.
-
-    :raises VideoDownloadError: expired URL, not a video/image, too large, unsafe redirect, conflict,
-        or transient failures that outlasted the retries.
-    """
-    if is_inline(url):  # the file itself, not a link: decoded, checked and placed like a download
-        from airflow_provider_videoquery.storage.inline import store_inline
-
-        return store_inline(
-            url,
-            destination,
-            settings,
-            kind=kind,
-            overwrite=overwrite,
-            suffix_from_content=suffix_from_content,
-            what=what,
-        )
-    own_client = client is None
-    http = client if client is not None else new_client(settings)
-    try:
-        return _Download(url, destination, settings, kind, overwrite, suffix_from_content, http, what).run()
-    finally:
-        if own_client:
-            http.close()
-
-
 def sha256_of(path: ObjectStoragePath) -> str:
     """The sha256 of a stored object, read block by block."""
     digest = hashlib.sha256()
@@ -251,8 +211,9 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-class _Download:
-    """One ``store_url`` call: the attempt loop, the response checks and the final placement."""
+class Download:
+    """One file fetched and placed (a :func:`.store.store_url` of a link): the attempt loop, the response
+    checks and the final placement."""
 
     def __init__(
         self,
@@ -556,6 +517,8 @@ class _Download:
 
     def _stream(self, response: httpx.Response, offset: int) -> None:
         received = offset
+        if self.sink is not None:  # resuming: the thread's buffers are refilled, its last block hashed first
+            self.sink.wait_hashed()
         readinto: Readinto | None = response.extensions.get(READINTO)
         blocks = _read_blocks(readinto) if readinto is not None else _join_chunks(response.iter_raw())
         head = b""  # the body's start, until it is long enough to tell what it is
@@ -671,7 +634,9 @@ class _Download:
 
 
 class _Progress:
-    """Logs every ~10 % (or every 256 MiB when the size is unknown) with the average throughput."""
+    """Logs every ~10 % (or every 256 MiB when the size is unknown) with the average throughput, once
+    the download has run :data:`_PROGRESS_AFTER` seconds: one that ends sooner (a batch's 16 MiB
+    videos: milliseconds each) says only that it started and, in the "Stored" line, that it ended."""
 
     def __init__(self, label: str, total: int | None) -> None:
         self.label = label
@@ -682,7 +647,7 @@ class _Progress:
 
     def update(self, received: int) -> None:
         value = received / self.total if self.total else float(received)
-        if value < self.next_mark:
+        if value < self.next_mark or time.monotonic() - self.started < _PROGRESS_AFTER:
             return
         rate = received / MiB / max(time.monotonic() - self.started, 1e-6)
         if self.total:
@@ -697,6 +662,8 @@ class _Progress:
 
     def done(self, received: int) -> None:
         seconds = max(time.monotonic() - self.started, 1e-6)
+        if seconds < _PROGRESS_AFTER:
+            return
         log.info(
             "Downloaded %.1f MiB in %.1fs (%.1f MB/s).", received / MiB, seconds, received / MiB / seconds
         )
@@ -707,12 +674,21 @@ class _Progress:
 
 def _read_blocks(readinto: Readinto) -> Iterator[memoryview]:
     """The body in blocks of ``CHUNK_SIZE`` (shorter only at its end) in two buffers taken in turn: a
-    block stays valid while the next one is read (and hashed on by the sink, see :meth:`.Sink.write`)."""
-    buffers = (memoryview(bytearray(CHUNK_SIZE)), memoryview(bytearray(CHUNK_SIZE)))
+    block stays valid while the next one is read (and hashed on by the sink, see :meth:`.Sink.write`).
+
+    The buffers are the thread's own, kept for its next download (allocating and zeroing 2 MiB per
+    file cost a small video more than receiving it); a download ends (its sink finished or discarded,
+    which waits for the last hash) before the thread starts another."""
+    buffers: tuple[memoryview, memoryview] | None = getattr(_buffers, "pair", None)
+    if buffers is None:
+        buffers = _buffers.pair = (memoryview(bytearray(CHUNK_SIZE)), memoryview(bytearray(CHUNK_SIZE)))
     turn = 0
     while count := readinto(buffers[turn]):
         yield buffers[turn][:count]
         turn ^= 1
+
+
+_buffers = threading.local()
 
 
 def _join_chunks(chunks: Iterator[bytes]) -> Iterator[memoryview]:

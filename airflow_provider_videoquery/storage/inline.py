@@ -1,6 +1,6 @@
 """Inline videos: a finished video reported as ``data:video/mp4;base64,…`` instead of a link.
 
-It is stored exactly like a downloaded one, by the download's own machinery (:class:`.download._Download`
+It is stored exactly like a downloaded one, by the download's own machinery (:class:`.download.Download`
 with the HTTP fetch replaced by a decoder): size-capped by ``max_bytes`` — checked from the text's
 length before anything is written —, decoded from the string in blocks of about 1 MiB (never a second
 whole copy of the file), checked for the MP4 signature, hashed, and placed atomically. Messages and
@@ -22,9 +22,9 @@ from airflow_provider_videoquery.models import display_url
 from airflow_provider_videoquery.storage.download import (
     CHUNK_SIZE,
     ContentKind,
+    Download,
     DownloadSettings,
     StoredObject,
-    _Download,
 )
 
 #: base64 characters decoded per block: a multiple of 4 (whole quanta), about ``CHUNK_SIZE`` bytes out.
@@ -102,8 +102,8 @@ class _BlockStream(httpx.SyncByteStream):
         return self._blocks
 
 
-class _InlineDownload(_Download):
-    """A :class:`_Download` whose body comes from the decoder instead of the network: every check,
+class _InlineDownload(Download):
+    """A :class:`Download` whose body comes from the decoder instead of the network: every check,
     the sink, the placement and the messages are the download's own."""
 
     def __init__(
@@ -144,7 +144,7 @@ def store_inline(
     suffix_from_content: bool = False,
     what: str = "the video",
 ) -> StoredObject:
-    """Store the file a ``data:`` URI carries, like :func:`.download.store_url` stores a downloaded one.
+    """Store the file a ``data:`` URI carries, like :func:`.store.store_url` stores a downloaded one.
 
     :raises VideoDownloadError: another media type, not base64, larger than ``max_bytes`` (refused
         before anything is written), not an MP4 (or image), invalid base64, or a conflicting object.

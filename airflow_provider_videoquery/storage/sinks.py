@@ -37,7 +37,7 @@ from airflow.sdk import ObjectStoragePath
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractBufferedFile
 
-from airflow_provider_videoquery.storage import writeback
+import airflow_provider_videoquery.storage.writeback as writeback
 from airflow_provider_videoquery.storage.multipart import MultipartUpload
 from airflow_provider_videoquery.storage.paths import object_uri
 
@@ -92,9 +92,9 @@ class Sink:
     @classmethod
     def beside(cls, destination: ObjectStoragePath) -> Sink:
         """A temporary object next to ``destination`` (removing stale ones a killed run left there)."""
-        if _sweep_due(destination.parent):
+        if _sweep_due(object_uri(destination).rpartition("/")[0]):
             remove_stale_parts(destination.parent)
-        return cls(destination.parent / f".{destination.name}.part-{secrets.token_hex(6)}", temporary=True)
+        return cls(destination.with_name(f".{destination.name}.part-{secrets.token_hex(6)}"), temporary=True)
 
     @classmethod
     def direct(cls, destination: ObjectStoragePath) -> Sink:
@@ -104,21 +104,27 @@ class Sink:
     def write(self, block: memoryview) -> None:
         """Write ``block`` and hash it on the helper thread, which may still be hashing it when this
         returns: the caller keeps ``block`` unchanged until the next :meth:`write`, :meth:`finish` or
-        :meth:`discard` returns (two buffers in turn), so it can receive the next block meanwhile."""
-        self._wait_hashed()
-        self._hashing = _hashers().submit(self._hash.update, block)
+        :meth:`discard` returns (two buffers in turn), so it can receive the next block meanwhile.
+
+        The first block is hashed here instead: handing it over costs more than it saves for a file of
+        one block, and a longer one overlaps from its second block on."""
+        self.wait_hashed()
+        if self.size:
+            self._hashing = _hashers().submit(self._hash.update, block)
+        else:
+            self._hash.update(block)  # releases the GIL: the other downloads go on meanwhile
         self._out.write(block)
         self.size += len(block)
 
-    def _wait_hashed(self) -> None:
-        """Wait for the hash of the previous block (its buffer is then free again)."""
+    def wait_hashed(self) -> None:
+        """Wait for the hash of the last block written (its buffer is then free again)."""
         if self._hashing is not None:
             hashing, self._hashing = self._hashing, None
             hashing.result()
 
     def finish(self) -> str:
         """Write out everything and close (on S3: complete the upload); return the sha256."""
-        self._wait_hashed()
+        self.wait_hashed()
         self._out.close()
         self._finished = True
         return self._hash.hexdigest()
@@ -126,7 +132,7 @@ class Sink:
     def discard(self) -> None:
         """Abandon the write and leave nothing behind; never raises."""
         with suppress(Exception):
-            self._wait_hashed()  # the caller may reuse the block's buffer once this returns
+            self.wait_hashed()  # the caller may reuse the block's buffer once this returns
         if self._finished and not self.temporary:
             return  # already complete at the destination: nothing partial to remove
         try:
@@ -175,8 +181,10 @@ class _LocalFile:
     :data:`~.writeback.WRITEBACK_STEP` bytes (:mod:`.writeback`); the caller removes it on discard."""
 
     def __init__(self, fs: LocalFileSystem, path: ObjectStoragePath) -> None:
-        fs.makedirs(path.parent.path, exist_ok=True)
-        self._file: Any = fs.open(path.path, "wb")
+        os.makedirs(os.path.dirname(path.path), exist_ok=True)
+        # The file itself, unbuffered: each slice is one write() (fsspec's wrapper added a call per
+        # slice and a buffer copy, the same bytes in the end).
+        self._file: Any = open(path.path, "wb", buffering=0)  # noqa: SIM115 - closed by close/discard
         self._written = 0
         self._unsynced_from = 0
 
@@ -220,9 +228,10 @@ def _forget_hashers() -> None:
 os.register_at_fork(after_in_child=_forget_hashers)
 
 
-def _sweep_due(folder: ObjectStoragePath) -> bool:
-    """Whether ``folder`` was not searched for stale temporaries in the last :data:`SWEEP_EVERY` s."""
-    key, now = object_uri(folder), time.monotonic()
+def _sweep_due(key: str) -> bool:
+    """Whether the folder ``key`` (its URI) was not searched for stale temporaries in the last
+    :data:`SWEEP_EVERY` seconds."""
+    now = time.monotonic()
     with _swept_lock:
         last = _swept.get(key)
         if last is not None and now - last < SWEEP_EVERY:
@@ -268,7 +277,7 @@ def sync_folder(path: ObjectStoragePath) -> None:
     """fsync the local folder holding ``path``, so a rename into it survives a host crash."""
     if not isinstance(path.fs, LocalFileSystem):
         return
-    descriptor = os.open(path.parent.path, os.O_RDONLY | os.O_DIRECTORY)
+    descriptor = os.open(os.path.dirname(path.path), os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(descriptor)
     finally:
