@@ -88,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="videos end to end: 1000 (of 1 MiB) or 1000x1,200x16 (count x MiB each); 0 = skip",
     )
     p.add_argument(
+        "--scale-sizes",
+        type=_ints,
+        default=[1000, 10000],
+        help="batch sizes of the scaling runs (one task, unpaced, tiny videos; empty = skip)",
+    )
+    p.add_argument(
         "--ledger-sizes", type=_ints, default=[1000, 10000, 100000], help="batch sizes of the ledger runs"
     )
     p.add_argument("--ledger-creates", type=int, default=1000, help="creates recorded per ledger run")
@@ -126,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["batch"] += batch.run_e2e(
                     emu.url, count, _log, video_bytes=mib * MiB, rounds=args.rounds, before=args.before
                 )
+            if args.scale_sizes:
+                results["batch"] += batch.run_scale(emu.url, args.scale_sizes, _log)
             stack.close()
         if "ledger" in only:
             s3_ledger = stack.enter_context(moto_s3())
@@ -291,6 +299,26 @@ def render(results: dict[str, Any]) -> str:
             ]
             header = ["MiB/video", "round", "side", "load", "videos", "wall s", "peak RSS MiB", "store s"]
             header += ["MB/s stored", "x curl", "x curl+fsync", "note"]
+            lines += _table(header, rows)
+        scale = [r for r in results["batch"] if r.get("side") == "scale"]
+        if scale:
+            lines += [
+                "",
+                "Batches of N in one task (dag.test(), unpaced emulator, 4 KiB videos, max_active 1,000)",
+            ]
+            rows = [
+                [
+                    _fmt(r.get("n"), ",d"),
+                    _fmt(r.get("load"), ".1f"),
+                    _fmt(r.get("wall_s"), ".1f"),
+                    _fmt(r.get("ms_per_video"), ".1f"),
+                    _fmt(r.get("vs_smallest"), ".2f"),
+                    _fmt(r.get("peak_rss_mb"), ".0f"),
+                    (r.get("error") or r.get("state") or "")[-160:],
+                ]
+                for r in scale
+            ]
+            header = ["videos", "load", "wall s", "ms/video", "x smallest N", "peak RSS MiB", "note"]
             lines += _table(header, rows)
     if "ledger" in results:
         lines += [

@@ -159,8 +159,9 @@ def _has_batch_trigger(before: Path | None) -> bool:
 # -- 1,000 videos end to end ------------------------------------------------------------------------
 
 
-def measure_e2e(n: int, url: str) -> dict[str, Any]:
-    """``dag.test()`` of the batch example over ``n`` prompts; the store phases timed inside the operator."""
+def measure_e2e(n: int, url: str, max_active: int | None = None) -> dict[str, Any]:
+    """``dag.test()`` of the batch example over ``n`` prompts; the store phases timed inside the operator
+    (``max_active``: the example's own unless given)."""
     from airflow_provider_videoquery.operators.batch import VideoBatchOperator
 
     stored = {"seconds": 0.0, "videos": 0}
@@ -187,6 +188,8 @@ def measure_e2e(n: int, url: str) -> dict[str, Any]:
     batch.max_polls_per_second = 200
     batch.creates_per_second = 0
     batch.max_parallel_downloads = E2E_PARALLEL
+    if max_active is not None:
+        batch.max_active = max_active
     folder = scratch_dir()
     try:
         started = time.perf_counter()
@@ -295,6 +298,35 @@ def run_e2e(
     return results
 
 
+#: The scaling runs: tiny videos, an unpaced gateway that answers at once, many live tasks.
+SCALE_VIDEO_BYTES = 4096
+SCALE_MAX_ACTIVE = 1000
+
+
+def run_scale(url: str, sizes: list[int], log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """One task over N requests for each N (``dag.test()`` in a worker of its own, unpaced, tiny videos,
+    ``max_active`` 1,000): whether the cost per video stays flat as the batch grows."""
+    admin(url, "/_emulator/reset", {})
+    admin(url, "/_emulator/default", {"polls_to_complete": 2, "video_size": SCALE_VIDEO_BYTES})
+    env = worker_env(AIRFLOW_CONN_VIDEOQUERY_DEFAULT=connection_json(url, timeout=120))
+    env["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "example_dags")
+    results: list[dict[str, Any]] = []
+    for n in sizes:
+        log(f"batch scale: {n} videos of {SCALE_VIDEO_BYTES} B, max_active {SCALE_MAX_ACTIVE} …")
+        load = load_average()
+        args = ["--side", "e2e", "--n", str(n), "--url", url, "--max-active", str(SCALE_MAX_ACTIVE)]
+        result = run_worker("benchmarks.batch", args, env, 7200)
+        result.pop("ids", None)
+        wall = result.get("wall_s")
+        per_video = wall / n * 1000 if wall else None
+        results.append({**result, "side": "scale", "load": load, "ms_per_video": per_video})
+    smallest = results[0].get("ms_per_video") if results else None
+    for r in results:
+        if smallest and r.get("ms_per_video"):
+            r["vs_smallest"] = r["ms_per_video"] / smallest
+    return results
+
+
 def _store_ratios(results: list[dict[str, Any]]) -> None:
     """``vs_curl``/``vs_curl_fsync``: an operator's store MB/s over the curls' of its round and size."""
     for r in results:
@@ -323,13 +355,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=20.0)
     parser.add_argument("--url", required=True)
     parser.add_argument("--budget", type=float, default=600.0)
+    parser.add_argument("--max-active", type=int, default=None)
     args = parser.parse_args(argv)
     raise_fd_limit()
     if args.side == "batch":
         emit(asyncio.run(measure_batch(args.n, args.interval, args.url, args.budget)))
     else:
         os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-        emit(measure_e2e(args.n, args.url))
+        emit(measure_e2e(args.n, args.url, args.max_active))
     return 0
 
 

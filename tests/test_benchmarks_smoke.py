@@ -222,3 +222,18 @@ def test_the_command_line_with_polls_rounds_and_an_interval(tmp_path: Path) -> N
     ]
     with pytest.raises(SystemExit):
         main(["--only", "waits", "--polls", "0"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_batch_scale_runs_one_task_per_size() -> None:
+    """The scaling side: one dag.test() per N, cost per video and its ratio to the smallest N."""
+    with emulator() as emu:
+        results = batch.run_scale(emu.url, [5, 10], lambda _: None)
+    assert [(r["side"], r["n"]) for r in results] == [("scale", 5), ("scale", 10)]
+    for r in results:
+        assert "error" not in r, r
+        assert r["videos"] == r["n"], r
+        assert _positive(r["ms_per_video"]), r
+    assert results[0]["vs_smallest"] == 1.0
+    assert "x smallest N" in render({"machine": {"cpus": 1, "cpu": "x", "python": "3"}, "batch": results})
