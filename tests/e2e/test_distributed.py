@@ -111,6 +111,42 @@ with DAG(
 
 BATCH_CRASH_DAG = "videoquery_distributed_batch_crash"
 BATCH_DAG = "videoquery_distributed_batch"
+SHARDS_DAG = "videoquery_distributed_shards"
+SHARDS = 4
+
+SHARDS_SOURCE = f'''
+"""One request file split into {SHARDS} shards, one mapped batch task each (tests/e2e/test_distributed.py)."""
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param
+
+from airflow_provider_videoquery.operators.batch import VideoBatchOperator
+
+with DAG(
+    dag_id="{SHARDS_DAG}",
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    max_active_tasks=8,
+    params={{"requests": Param("", type="string"), "destination": Param("", type="string")}},
+) as dag:
+    VideoBatchOperator.partial(
+        task_id="batch",
+        requests="{{{{ params.requests }}}}",
+        destination="{{{{ params.destination }}}}",
+        shards={SHARDS},
+        # The gateway's limits are per key: each of the {SHARDS} shards takes a quarter of them.
+        max_active=50,
+        creates_per_second=10.0,
+        max_polls_per_second=25.0,
+        max_polls_in_flight=8,
+        max_parallel_downloads=4,
+        poll_interval=2,
+        progress_interval=30.0,
+        retries=2,
+        retry_delay=timedelta(seconds=2),
+    ).expand(shard=list(range({SHARDS})))
+'''
 
 
 def batch_source(dag_id: str, max_active: int, **options: Any) -> str:
@@ -156,6 +192,7 @@ DAG_FILES = {
         max_parallel_downloads=4,
         progress_interval=30.0,
     ),
+    SHARDS_DAG: SHARDS_SOURCE,
 }
 
 
@@ -564,3 +601,78 @@ def trigger_rows_created(d: Deployment) -> int:
     rows = d.cluster.query("SELECT last_value, is_called FROM trigger_id_seq")
     last, called = rows[0]
     return int(last) if called else max(int(value), 0)
+
+
+def shard_tasks(d: Deployment, run_id: str) -> list[tuple[int, str, str | None, int | None, int]]:
+    """(map_index, state, hostname, pid, try_number) of each shard's task instance."""
+    rows = d.cluster.query(
+        "SELECT map_index, state, hostname, pid, try_number FROM task_instance "
+        "WHERE dag_id = ? AND run_id = ? AND task_id = ? ORDER BY map_index",
+        SHARDS_DAG,
+        run_id,
+        "batch",
+    )
+    return [(int(m), str(state), host or None, pid, int(tries)) for m, state, host, pid, tries in rows]
+
+
+def test_shards_over_two_workers_with_one_killed(deployment: Deployment) -> None:
+    """4 shards x 500 over the two Celery workers; the worker storing the most is SIGKILLed mid-store:
+    every video stored once, every request created once, each key in exactly one shard's ledger."""
+    from airflow_provider_videoquery import manifest
+
+    d = deployment
+    count = SHARDS * 500
+    destination = d.run_dir / "videos-shards"
+    with d.scenario(f"5 shards {SHARDS}x500, worker crash") as row:
+        d.set_scenario(polls_to_complete=3, video_size=64 * 1024 + 3)
+        # Every video answer waits 0.3 s: the store phases last long enough to crash in.
+        d.emu.admin("/_emulator/faults", {"kind": "slow_headers", "route": "video", "delay": 0.3})
+        uri = write_requests(d.run_dir / "requests-shards.jsonl", count, "shard")
+        trigger_run(d, SHARDS_DAG, "shards", {"requests": uri, "destination": str(destination)})
+
+        def storing_on_a_worker() -> bool:
+            done = len(stored_videos(destination))
+            if done >= count:
+                raise AssertionError("the shards stored everything before a worker could be killed")
+            running = [t for t in shard_tasks(d, "shards") if t[1] == "running" and t[2] in WORKERS]
+            return done >= 200 and bool(running)
+
+        d.cluster.wait_for(
+            storing_on_a_worker, RUN_TIMEOUT, "the shards to store their first videos", every=0.2
+        )
+        running = [t for t in shard_tasks(d, "shards") if t[1] == "running" and t[2] in WORKERS]
+        host = max(WORKERS, key=lambda name: sum(1 for t in running if t[2] == name))
+        victims = [t for t in running if t[2] == host]
+        d.cluster.kill(host)
+        orphans = sum(kill_orphan(t[3]) for t in victims)
+        stored_at_kill = len(stored_videos(destination))
+        row.notes.append(
+            f"killed {host} running shard(s) {[t[0] for t in victims]} ({orphans} orphaned task "
+            f"process(es) killed) with {stored_at_kill} of {count} stored"
+        )
+        d.cluster.start_component(host)
+        state = d.cluster.wait_for_run(SHARDS_DAG, "shards", RUN_TIMEOUT * 2)
+        assert state == "success", shard_tasks(d, "shards")
+        tries = {t[0]: t[4] for t in shard_tasks(d, "shards")}
+        assert all(tries[t[0]] >= 2 for t in victims), tries
+
+        stats = d.stats()
+        row.creates = int(stats["by_route"].get("create", 0))
+        videos = stored_videos(destination)
+        row.videos = len(videos)
+        assert row.creates == count, stats  # no create paid twice, none lost
+        assert len(videos) == count
+        assert not leftovers(destination)
+        keys: list[str] = []
+        for shard in range(SHARDS):
+            name = manifest.sharded_name("manifest.jsonl", shard, SHARDS)
+            lines = [json.loads(line) for line in (destination / name).read_text().splitlines() if line]
+            assert {line["status"] for line in lines} == {"succeeded"}, name
+            assert all(manifest.shard_of(line["key"], SHARDS) == shard for line in lines)
+            for line in lines:
+                data = (destination / f"{line['key']}.mp4").read_bytes()
+                assert hashlib.sha256(data).hexdigest() == line["sha256"]
+            keys += [line["key"] for line in lines]
+        assert len(keys) == len(set(keys)) == count
+        fetched = int(stats["by_route"].get("video", 0))
+        row.notes.append(f"tries {tries}; video downloads: {fetched} for {count} videos")
