@@ -259,6 +259,46 @@ def test_a_worker_killed_mid_wave_keeps_the_videos_stored_before_and_fetches_onl
     assert _videos(out) == [f"clip-{n}.mp4" for n in range(4)]
 
 
+def test_a_retry_removes_the_temporaries_its_killed_try_left_and_no_others(
+    dag: Any,
+    emulator: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A worker killed mid-store leaves ``.clip-2.mp4.part-…`` beside the videos. It is fresh, so a plain
+    download leaves it for an hour (it might be a concurrent writer's); the batch's retry holds the
+    manifest's lease, the only writer of its own names: it removes that one at once, never another's."""
+    from airflow.utils.state import DagRunState
+
+    from airflow_provider_videoquery.operators import batch
+
+    emulator.set_default(Scenario(polls_to_complete=1, video_size=1024))
+    out = tmp_path / "videos"
+    out.mkdir()
+    foreign = out / ".someone-elses.mp4.part-aaaaaaaaaaaa"  # a name outside this batch: not ours
+    foreign.write_bytes(b"another writer's bytes")
+    original, killed = batch.store_url, []
+
+    def store_url(*args: Any, **kwargs: Any) -> Any:
+        if args[1].name == "clip-2.mp4" and not killed:  # the first try dies mid-write
+            killed.append(out / ".clip-2.mp4.part-0123456789ab")
+            killed[0].write_bytes(b"half a video")
+            raise SystemExit("the worker died")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "store_url", store_url)
+
+    result = run_dag(dag, capsys, requests=_requests(4), destination=str(out))
+
+    assert result.run.state == DagRunState.SUCCESS, result.output[-3000:]
+    assert killed and not killed[0].exists()
+    assert foreign.read_bytes() == b"another writer's bytes"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [foreign.name]
+    assert _videos(out) == [f"clip-{n}.mp4" for n in range(4)]
+    assert emulator.count(route="create") == 4
+
+
 def test_partial_failure_stores_the_rest_then_fails_naming_the_others(
     dag: Any, emulator: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -135,7 +135,7 @@ def test_orphaned_temporaries_are_removed_by_the_next_download_only_when_stale(
             stored.path.name,
         ]
     )
-    assert "a killed download left 1.0 hours ago" in caplog.text
+    assert "a killed download left (last written 1.0 hours ago)" in caplog.text
     assert ".another-task.mp4.part-abcdefabcdef" in caplog.text
 
 

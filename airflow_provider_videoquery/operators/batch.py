@@ -55,7 +55,8 @@ from airflow_provider_videoquery.storage import (
     sha256_of,
     store_url,
 )
-from airflow_provider_videoquery.storage.paths import destination_uri
+from airflow_provider_videoquery.storage.paths import destination_uri, safe_file_name
+from airflow_provider_videoquery.storage.sinks import remove_stale_parts
 from airflow_provider_videoquery.triggers.batch import VideoBatchTrigger
 from airflow_provider_videoquery.ui import xcom
 from airflow_provider_videoquery.ui.links import VideosLink
@@ -260,6 +261,7 @@ class VideoBatchOperator(BaseOperator):
             entries, others = self._load(requests, fresh=True)
             self._warn_shared(entries)
             self._check_requests(entries)
+            self._remove_orphaned_parts(entries)
             self._verify_stored(entries)
             self._compact(entries, others)  # the merged requests become the manifest's snapshot
             folder = object_uri(self.folder)
@@ -769,6 +771,15 @@ class VideoBatchOperator(BaseOperator):
         return lineage(inputs, [self._manifest_uri, object_uri(self.folder)])
 
     # -- verifying and finishing ---------------------------------------------------------------------
+
+    def _remove_orphaned_parts(self, entries: list[Entry]) -> None:
+        """Remove the temporaries an earlier try killed mid-store left beside this ledger's videos:
+        only a holder of the manifest's lease writes those names, so they are orphans whatever their
+        age (one listing of a local folder; other stores never show a partial object)."""
+        owned = {safe_file_name(entry.key) for entry in entries}
+        removed = remove_stale_parts(self.folder, owned=owned)
+        if removed:
+            self.log.info("Removed %d temporary file(s) an earlier try left while storing.", len(removed))
 
     def _verify_stored(self, entries: list[Entry]) -> None:
         """Keep stored videos that still verify (size and sha256); store the others again.

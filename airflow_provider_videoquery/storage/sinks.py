@@ -5,7 +5,8 @@
   temporary is flushed and fsynced before that rename, and the folder after it (:func:`sync_folder`),
   so a host crash cannot leave an empty file that was reported as stored. Temporaries a killed worker
   left in a local folder are removed by the next download into it once they are older than
-  :data:`STALE_PART_AGE` (:func:`remove_stale_parts`);
+  :data:`STALE_PART_AGE` (:func:`remove_stale_parts`), and at once by a batch that holds the lease on
+  the names they stand for (its earlier try was their only writer);
 * S3: the final key directly. Its multipart upload stays invisible until it is completed and is aborted
   on any failure, so a partial object can never appear — and there is no second full copy (``mv`` on S3
   is a server-side copy plus a delete).
@@ -29,6 +30,7 @@ import secrets
 import stat
 import threading
 import time
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any, Protocol
@@ -242,9 +244,15 @@ def _sweep_due(key: str) -> bool:
         return True
 
 
-def remove_stale_parts(folder: ObjectStoragePath, now: float | None = None) -> list[str]:
+def remove_stale_parts(
+    folder: ObjectStoragePath, now: float | None = None, owned: Collection[str] = ()
+) -> list[str]:
     """Remove the temporaries (:data:`PART_NAME`) in a local ``folder`` not written to for
-    :data:`STALE_PART_AGE` seconds: a killed worker's leftovers. Returns their names; never raises."""
+    :data:`STALE_PART_AGE` seconds: a killed worker's leftovers. Returns their names; never raises.
+
+    :param owned: file names the caller alone writes (a batch holding its manifest's lease): their
+        temporaries are leftovers whatever their age, removed too.
+    """
     if not isinstance(folder.fs, LocalFileSystem):
         return []  # elsewhere a temporary is invisible until its write completes
     now = time.time() if now is None else now
@@ -257,18 +265,19 @@ def remove_stale_parts(folder: ObjectStoragePath, now: float | None = None) -> l
         if not PART_NAME.fullmatch(name):
             continue
         path = os.path.join(folder.path, name)
+        mine = name[1:].rpartition(".part-")[0] in owned
         try:
             info = os.lstat(path)
-            if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < STALE_PART_AGE:
+            if not stat.S_ISREG(info.st_mode) or (now - info.st_mtime < STALE_PART_AGE and not mine):
                 continue
             os.unlink(path)
         except OSError:  # gone meanwhile: another run cleaned up
             continue
         removed.append(name)
         log.info(
-            "Removed %s, a temporary file a killed download left %.1f hours ago.",
+            "Removed %s, a temporary file a killed download left (last written %.1f hours ago).",
             path,
-            (now - info.st_mtime) / 3600,
+            max(0.0, now - info.st_mtime) / 3600,
         )
     return removed
 
