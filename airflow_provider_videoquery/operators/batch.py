@@ -51,7 +51,6 @@ from airflow_provider_videoquery.storage import (
     check_destination,
     new_client,
     object_uri,
-    resolve_destination,
     sha256_of,
     store_url,
 )
@@ -465,9 +464,7 @@ class VideoBatchOperator(BaseOperator):
         self._book.compact([*entries, *others])
 
     def _target(self, entry: Entry) -> ObjectStoragePath:
-        return resolve_destination(
-            object_uri(self.folder).rstrip("/") + "/", entry.key, self.destination_conn_id
-        )
+        return self.folder / _file_name(entry)
 
     # -- a wave --------------------------------------------------------------------------------------
 
@@ -776,7 +773,7 @@ class VideoBatchOperator(BaseOperator):
         """Remove the temporaries an earlier try killed mid-store left beside this ledger's videos:
         only a holder of the manifest's lease writes those names, so they are orphans whatever their
         age (one listing of a local folder; other stores never show a partial object)."""
-        owned = {safe_file_name(entry.key) for entry in entries}
+        owned = {_file_name(entry) for entry in entries}
         removed = remove_stale_parts(self.folder, owned=owned)
         if removed:
             self.log.info("Removed %d temporary file(s) an earlier try left while storing.", len(removed))
@@ -861,6 +858,11 @@ def refill_share(total: int, max_active: int) -> float:
 
 class _StillRunning(Exception):
     """Re-read before storing, a task the trigger saw succeed is running again (its status flapped)."""
+
+
+def _file_name(entry: Entry) -> str:
+    """The name of ``entry``'s video in the batch's folder: its key, made a safe file name, ``.mp4``."""
+    return safe_file_name(entry.key)
 
 
 def _by_id(entries: list[Entry]) -> dict[str, list[Entry]]:
