@@ -617,7 +617,8 @@ def shard_tasks(d: Deployment, run_id: str) -> list[tuple[int, str, str | None, 
 
 def test_shards_over_two_workers_with_one_killed(deployment: Deployment) -> None:
     """4 shards x 500 over the two Celery workers; the worker storing the most is SIGKILLed mid-store:
-    every video stored once, every request created once, each key in exactly one shard's ledger."""
+    every video stored once, every request created once (a killed try's create in flight at most once
+    more), each key in exactly one shard's ledger."""
     from airflow_provider_videoquery import manifest
 
     d = deployment
@@ -660,7 +661,12 @@ def test_shards_over_two_workers_with_one_killed(deployment: Deployment) -> None
         row.creates = int(stats["by_route"].get("create", 0))
         videos = stored_videos(destination)
         row.videos = len(videos)
-        assert row.creates == count, stats  # no create paid twice, none lost
+        # None lost, and none paid twice but the one a killed try may have had in flight: sent, its
+        # answer not yet in the ledger when the SIGKILL came (docs/batch.md, "re-pays at most one").
+        # The kill lands in a store phase or, as often, in the next wave's creates.
+        in_flight = row.creates - count
+        assert 0 <= in_flight <= len(victims), stats
+        row.notes.append(f"{in_flight} create(s) in flight at the kill paid again")
         assert len(videos) == count
         assert not leftovers(destination)
         keys: list[str] = []
